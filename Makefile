@@ -1,0 +1,63 @@
+# axmoe: two commands a user needs, `make demo` and `make test`; the rest are their steps.
+# Both work from nothing: they create .venv, install the package (which builds the C++
+# custom-op library), fetch onnxruntime headers and Fashion-MNIST when missing, then run.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE := .cache
+INSTALLED := $(VENV)/.axmoe-installed
+export AXMOE_DATA_DIR ?= $(abspath $(CACHE)/datasets)
+FMNIST := $(AXMOE_DATA_DIR)/fashion-mnist/t10k-labels-idx1-ubyte.gz
+SYSTEM_FMNIST := /usr/share/datasets/fashion-mnist
+# onnxruntime's C API headers: $ONNXRUNTIME_INCLUDE_DIR, Debian's libonnxruntime-dev, or a
+# local copy of that package unpacked into .cache (no root needed).
+ifeq ($(ONNXRUNTIME_INCLUDE_DIR)$(wildcard /usr/include/onnxruntime/onnxruntime_c_api.h),)
+ORT_HEADERS := $(CACHE)/onnxruntime-dev/root/usr/include/onnxruntime/onnxruntime_c_api.h
+endif
+NATIVE_SOURCES := pyproject.toml CMakeLists.txt $(shell find runtime -name '*.cc' -o -name '*.h' 2>/dev/null)
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test install data ort-headers clean
+
+demo: install data
+	@echo "== the multiplier catalog (python -m multipliers list)"
+	$(PY) -m multipliers list
+	@echo; echo "== exact decomposition of a partial-product multiplier (python -m multipliers decompose mul8s_1KVA)"
+	$(PY) -m multipliers decompose mul8s_1KVA
+	@echo; echo "== the custom-op library in onnxruntime, against the numpy oracle"
+	$(PY) -m runtime.ort check
+	@echo; echo "== Fashion-MNIST (embedded default data)"
+	$(PY) -m models.data
+
+test: install data
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
+
+install: $(INSTALLED)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(INSTALLED): $(PY) $(NATIVE_SOURCES) | $(ORT_HEADERS)
+	$(PY) -m pip install --quiet --progress-bar off -e '.[dev]' 2> >(grep -v "^WARNING: Location" >&2)
+	touch $@
+
+ort-headers: $(ORT_HEADERS)
+
+$(CACHE)/onnxruntime-dev/root/usr/include/onnxruntime/onnxruntime_c_api.h:
+	scripts/fetch_deb.sh libonnxruntime-dev $(CACHE)/onnxruntime-dev
+
+data: $(FMNIST)
+
+$(FMNIST):
+	mkdir -p $(AXMOE_DATA_DIR)/fashion-mnist
+	if [ -f $(SYSTEM_FMNIST)/t10k-labels-idx1-ubyte.gz ]; then \
+	    cp $(SYSTEM_FMNIST)/*-ubyte.gz $(AXMOE_DATA_DIR)/fashion-mnist/; \
+	else \
+	    scripts/fetch_deb.sh dataset-fashion-mnist $(CACHE)/fashion-mnist-deb && \
+	    mv $(CACHE)/fashion-mnist-deb/root$(SYSTEM_FMNIST)/*-ubyte.gz $(AXMOE_DATA_DIR)/fashion-mnist/ && \
+	    rm -rf $(CACHE)/fashion-mnist-deb; \
+	fi
+
+clean:
+	rm -rf build $(VENV) $(CACHE)

@@ -1,0 +1,5 @@
+import sys
+
+from multipliers.cli import main
+
+sys.exit(main())

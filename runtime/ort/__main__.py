@@ -1,0 +1,111 @@
+"""`python -m runtime.ort`: run a model with the axmoe ops, or check the op library.
+
+    python -m runtime.ort run MODEL.onnx --input X.npy [--threads N] [--out Y.npy]
+    python -m runtime.ort check
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def cmd_run(args) -> int:
+    import onnxruntime as ort
+
+    from runtime.ort import LibraryNotFoundError, session
+
+    model = Path(args.model)
+    if not model.is_file():
+        print(f"error: {model}: no such file", file=sys.stderr)
+        return 2
+    try:
+        sess = session(model, threads=args.threads)
+    except LibraryNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # onnxruntime reports malformed models with its own exceptions
+        print(f"error: {model}: cannot load as an ONNX model ({str(exc).splitlines()[0]})", file=sys.stderr)
+        return 2
+    inputs = sess.get_inputs()
+    if len(args.input) != len(inputs):
+        print(f"error: the model takes {len(inputs)} input(s) "
+              f"({', '.join(i.name for i in inputs)}), got {len(args.input)}", file=sys.stderr)
+        return 2
+    feeds = {}
+    for meta, path in zip(inputs, args.input):
+        try:
+            feeds[meta.name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            return 2
+    try:
+        outputs = sess.run(None, feeds)
+    except ort.capi.onnxruntime_pybind11_state.Fail as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    for meta, value in zip(sess.get_outputs(), outputs):
+        print(f"{meta.name}: {value.dtype} {tuple(value.shape)}")
+        if value.ndim == 2 and value.shape[1] > 1 and np.issubdtype(value.dtype, np.floating):
+            print(f"  argmax: {value.argmax(axis=1)[:16].tolist()}{' ...' if len(value) > 16 else ''}")
+    if args.out:
+        np.save(args.out, outputs[0])
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    """Run axmoe.ApproxMul over all 65,536 operand pairs for every catalog multiplier and
+    compare with the LUT (the oracle)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from multipliers import catalog
+    from runtime.ops import opset_imports, register_schemas
+    from runtime.ort import library_path, session
+
+    register_schemas()
+    graph = helper.make_graph(
+        [helper.make_node("ApproxMul", ["a", "b", "lut"], ["y"], domain="axmoe")], "approx_mul",
+        [helper.make_tensor_value_info("a", TensorProto.INT8, ["n"]),
+         helper.make_tensor_value_info("b", TensorProto.INT8, ["n"]),
+         helper.make_tensor_value_info("lut", TensorProto.INT32, [256, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, ["n"])])
+    model = helper.make_model(graph, opset_imports=opset_imports(), ir_version=10)
+    onnx.checker.check_model(model, full_check=True)
+    sess = session(model.SerializeToString())
+    a, b = np.meshgrid(np.arange(-128, 128, dtype=np.int8), np.arange(-128, 128, dtype=np.int8), indexing="ij")
+    print(f"library: {library_path()}")
+    failures = 0
+    for mult in catalog().values():
+        y = sess.run(None, {"a": a.ravel(), "b": b.ravel(), "lut": mult.lut})[0]
+        ok = np.array_equal(y.reshape(256, 256), mult.lut)
+        failures += not ok
+        print(f"  {mult.name:<12} axmoe.ApproxMul over 65536 pairs == LUT: {'yes' if ok else 'NO'}")
+    return 1 if failures else 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runtime.ort", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("run", help="run MODEL.onnx on .npy inputs with the axmoe ops registered")
+    p.add_argument("model", metavar="MODEL.onnx")
+    p.add_argument("--input", action="append", required=True, metavar="X.npy",
+                   help="one per model input, in order")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    p.add_argument("--out", metavar="Y.npy", help="save the first output")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("check", help="check the op library against the multiplier LUTs")
+    p.set_defaults(func=cmd_check)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
