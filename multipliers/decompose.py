@@ -117,7 +117,10 @@ class Decomposition:
     def evaluate(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         if not self.exact:
             raise ValueError(f"no exact decomposition: {self.reason}")
-        return sum(t.evaluate(a, b) for t in self.terms)
+        total = np.zeros(np.broadcast(a, b).shape, dtype=np.int64)
+        for t in self.terms:
+            total += t.evaluate(a, b)
+        return total
 
     def formula(self) -> str:
         if not self.exact:

@@ -23,7 +23,7 @@ FAMILY_SYNTAX = {
     "pp:SPEC": "partial-product removal; SPEC is a comma-separated union of 'ij' pairs "
                "(e.g. 07) and '&'-joined conditions on i, j, i+j (e.g. i=0, i>=1&i+j<3)",
     "mitchell": "Mitchell's logarithmic multiplier (sign-magnitude)",
-    "drum:K": "DRUM with K kept bits per operand, K in 2..7 (sign-magnitude)",
+    "drum:K": "DRUM with K kept bits per operand, K in 3..7 (sign-magnitude)",
 }
 
 
@@ -145,8 +145,8 @@ def mitchell_lut() -> np.ndarray:
 def drum_lut(k: int) -> np.ndarray:
     """DRUM-k on magnitudes: keep the k bits from each operand's leading one, force the
     lowest kept bit to 1 (unbiasing), multiply, shift back. Magnitudes below 2^k are exact."""
-    if not 2 <= k <= 7:
-        raise FamilySpecError(f"DRUM needs 2 <= k <= 7 kept bits, got {k}")
+    if not 3 <= k <= 7:
+        raise FamilySpecError(f"DRUM needs 3 <= k <= 7 kept bits (k = 2 overflows int16), got {k}")
 
     def approx(x):
         shift = np.maximum(_floor_log2(x) - k + 1, 0)
