@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from multipliers.lut import validate_lut
+from multipliers.lut import LUTError, validate_lut
 
 # return type, name, first and second parameter types (8-bit, signed or unsigned)
 _SIGNATURE = re.compile(
@@ -106,4 +106,7 @@ def import_c(path: str | Path, name: str | None = None, timeout: float = 60.0,
         if run.returncode != 0 or len(run.stdout) != 65536 * 4:
             raise CImportError(f"{path}: evaluating {func} failed (exit code {run.returncode})")
     table = np.frombuffer(run.stdout, dtype=np.int32).reshape(256, 256)
-    return validate_lut(table, source=f"{path}:{func}")
+    try:
+        return validate_lut(table, source=f"{path}:{func}")
+    except LUTError as exc:
+        raise CImportError(str(exc)) from None
