@@ -42,7 +42,7 @@ def test_every_operand_pair_equals_the_lut(session, name):
 
 @pytest.mark.parametrize("feeds, message", [
     (dict(b=np.zeros((2, 2), np.int8)), "same shape"),
-    (dict(lut=np.zeros((16, 16), np.int32)), r"shape \[256, 256\]"),
+    (dict(lut=np.zeros((16, 16), np.int32)), "256"),
 ])
 def test_bad_inputs_return_an_error_status(session, feeds, message):
     args = dict(a=np.zeros((2, 3), np.int8), b=np.zeros((2, 3), np.int8), lut=multipliers.exact_lut())
