@@ -25,6 +25,7 @@ demo: install data
 	$(PY) -m multipliers list
 	@echo; echo "== exact decomposition of a partial-product multiplier (python -m multipliers decompose mul8s_1KVA)"
 	$(PY) -m multipliers decompose mul8s_1KVA
+	$(PY) -m multipliers plot out/multipliers.png
 	@echo; echo "== the custom-op library in onnxruntime, against the numpy oracle"
 	$(PY) -m runtime.ort check
 	@echo; echo "== Fashion-MNIST (embedded default data)"

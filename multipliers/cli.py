@@ -109,6 +109,13 @@ def cmd_decompose(args) -> None:
         print(f"{m.name}: no exact decomposition: {d.reason}")
 
 
+def cmd_plot(args) -> None:
+    from multipliers.plot import plot_power_vs_error
+
+    path = plot_power_vs_error(list(registry.catalog().values()), args.out, metric=args.metric)
+    print(f"wrote {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m multipliers",
@@ -139,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME_OR_NPY")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_decompose)
+    p = sub.add_parser("plot", help="PNG of power vs error for the catalog")
+    p.add_argument("out", metavar="OUT.png")
+    p.add_argument("--metric", choices=["mae", "wce", "mre_pct", "ep_pct", "mse"], default="mae")
+    p.set_defaults(func=cmd_plot)
     return parser
 
 

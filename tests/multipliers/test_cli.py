@@ -85,3 +85,9 @@ def test_bad_lut_file_is_one_line(tmp_path):
     np.save(bad, np.zeros((16, 16), np.int32))
     proc = cli("show", bad, ok=False)
     assert proc.returncode == 2 and "shape (256, 256)" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_plot_writes_a_png(tmp_path):
+    out = tmp_path / "p.png"
+    cli("plot", out, "--metric", "wce")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
