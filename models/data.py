@@ -17,7 +17,11 @@ _SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    pass
+    """A dataset's files are not where they should be."""
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file exists but is not in the expected format."""
 
 
 def data_root() -> Path:
@@ -28,12 +32,18 @@ def data_root() -> Path:
     return Path(__file__).resolve().parent.parent / ".cache" / "datasets"
 
 
-def fashion_mnist_dir() -> Path:
-    for folder in (data_root() / "fashion-mnist", _SYSTEM_FASHION_MNIST):
+def fashion_mnist_dir(root: Path | None = None) -> Path:
+    """Folder with the four gzip IDX files: `root` or `root`/fashion-mnist when given, else
+    `data_root()`/fashion-mnist, else Debian's /usr/share/datasets/fashion-mnist."""
+    if root is not None:
+        candidates: tuple[Path, ...] = (Path(root), Path(root) / "fashion-mnist")
+    else:
+        candidates = (data_root() / "fashion-mnist", _SYSTEM_FASHION_MNIST)
+    for folder in candidates:
         if (folder / "t10k-labels-idx1-ubyte.gz").is_file():
             return folder
     raise DatasetNotFoundError(
-        f"Fashion-MNIST not found in {data_root() / 'fashion-mnist'} or {_SYSTEM_FASHION_MNIST}; "
+        f"Fashion-MNIST not found in {' or '.join(str(c) for c in candidates)}; "
         "run `make data` (fetches Debian's dataset-fashion-mnist without root)")
 
 
@@ -43,26 +53,26 @@ def read_idx(path: Path) -> np.ndarray:
     with opener(path, "rb") as f:
         header = f.read(4)
         if len(header) != 4 or header[:3] != b"\x00\x00\x08":
-            raise ValueError(f"{path}: not a uint8 IDX file")
+            raise DatasetFormatError(f"{path}: not a uint8 IDX file")
         ndim = header[3]
         dims = np.frombuffer(f.read(4 * ndim), dtype=">u4").astype(int)
         data = np.frombuffer(f.read(), dtype=np.uint8)
     if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: expected {int(np.prod(dims))} values, found {data.size}")
+        raise DatasetFormatError(f"{path}: expected {int(np.prod(dims))} values, found {data.size}")
     return data.reshape(dims)
 
 
-def load_fashion_mnist(split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+def load_fashion_mnist(split: str = "test", root: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Images uint8 (N, 28, 28) and labels uint8 (N,) of the `train` (60,000) or `test`
-    (10,000) split."""
+    (10,000) split, from `fashion_mnist_dir(root)`."""
     prefix = {"train": "train", "test": "t10k"}.get(split)
     if prefix is None:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    folder = fashion_mnist_dir()
+    folder = fashion_mnist_dir(root)
     images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
     labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
     if len(images) != len(labels):
-        raise ValueError(f"{folder}: {len(images)} images but {len(labels)} labels")
+        raise DatasetFormatError(f"{folder}: {len(images)} images but {len(labels)} labels")
     return images, labels
 
 
