@@ -10,6 +10,7 @@ kernels take); biases int32 at scale sx * sw. Q/DQ pairs sit around Conv, Gemm a
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,42 @@ def quantize_model(fp32: onnx.ModelProto | str | Path, calibration: Iterable[np.
         quantized = onnx.load(str(dst))
     quantized.ir_version = IR_VERSION
     return quantized
+
+
+_EXPERT_INDEX = re.compile(r"experts\.(\d+)")
+
+
+def fix_uncalibrated(model: onnx.ModelProto) -> list[str]:
+    """Give activations that calibration never reached the scheme's zero point.
+
+    A tensor no calibration sample reached (an expert no calibration image was routed to)
+    comes out of onnxruntime's calibrator with scale 1 and zero point 0. Its zero point is
+    set to 128 and, where a sibling expert's tensor of the same name was calibrated, its
+    scale is borrowed from there. Returns the names of the tensors that were fixed.
+    """
+    inits = {i.name: i for i in model.graph.initializer}
+    fixed = []
+    for name, init in inits.items():
+        if not name.endswith("_zero_point"):
+            continue
+        zp = numpy_helper.to_array(init)
+        scale_name = name.removesuffix("_zero_point") + "_scale"
+        if zp.dtype != np.uint8 or zp.size != 1 or scale_name not in inits:
+            continue
+        if int(zp) == ACTIVATION_ZERO_POINT:
+            continue
+        scale = numpy_helper.to_array(inits[scale_name])
+        if not (int(zp) == 0 and float(scale) == 1.0):
+            raise QuantizationError(f"{name}: activation zero point {int(zp)} (expected {ACTIVATION_ZERO_POINT})")
+        init.CopyFrom(numpy_helper.from_array(np.array(ACTIVATION_ZERO_POINT, np.uint8), name))
+        for sibling in sorted({_EXPERT_INDEX.sub(f"experts.{e}", scale_name)
+                               for e in range(64)} - {scale_name}):
+            other = inits.get(sibling)
+            if other is not None and float(numpy_helper.to_array(other)) != 1.0:
+                inits[scale_name].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(other), scale_name))
+                break
+        fixed.append(name.removesuffix("_zero_point"))
+    return fixed
 
 
 # ------------------------------------------------------------------------------ checking
