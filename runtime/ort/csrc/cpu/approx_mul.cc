@@ -43,10 +43,8 @@ Ort::Status ApproxMul(const Ort::Custom::Tensor<int8_t>& a, const Ort::Custom::T
 
 }  // namespace
 
-std::vector<std::unique_ptr<OrtCustomOp>> CreateOps() {
-  std::vector<std::unique_ptr<OrtCustomOp>> ops;
-  ops.emplace_back(Ort::Custom::CreateLiteCustomOp("ApproxMul", "CPUExecutionProvider", ApproxMul));
-  return ops;
+std::unique_ptr<OrtCustomOp> CreateApproxMul() {
+  return std::unique_ptr<OrtCustomOp>(Ort::Custom::CreateLiteCustomOp("ApproxMul", "CPUExecutionProvider", ApproxMul));
 }
 
 }  // namespace axmoe::cpu

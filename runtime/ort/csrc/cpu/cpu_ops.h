@@ -8,6 +8,10 @@
 
 namespace axmoe::cpu {
 
+std::unique_ptr<OrtCustomOp> CreateApproxMul();
+std::unique_ptr<OrtCustomOp> CreateApproxConvInteger();
+std::unique_ptr<OrtCustomOp> CreateApproxMatMulInteger();
+
 // Creates one instance of every CPU op of the domain (owned by the caller).
 std::vector<std::unique_ptr<OrtCustomOp>> CreateOps();
 

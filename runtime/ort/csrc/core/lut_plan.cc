@@ -1,0 +1,108 @@
+#include "core/lut_plan.h"
+
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <utility>
+
+namespace axmoe {
+namespace {
+
+uint64_t Hash(const int32_t* lut) {
+  uint64_t h = 0x9E3779B97F4A7C15ull;
+  const uint32_t* p = reinterpret_cast<const uint32_t*>(lut);
+  for (size_t i = 0; i < 65536; ++i) h = (h ^ p[i]) * 0x100000001B3ull + (h >> 29);
+  return h;
+}
+
+void BuildPlanes(const int32_t* tables, AlignedBuffer<uint8_t>& planes) {
+  uint8_t* p = planes.Resize(256 * 512);
+  for (size_t s = 0; s < 256; ++s) {
+    for (size_t i = 0; i < 256; ++i) {
+      const uint16_t v = static_cast<uint16_t>(tables[s * 256 + i]);
+      p[s * 512 + i] = static_cast<uint8_t>(v & 0xFF);
+      p[s * 512 + 256 + i] = static_cast<uint8_t>(v >> 8);
+    }
+  }
+}
+
+void PlanDotPath(LutPlan& plan) {
+  const BitDecomposition& d = plan.decomposition;
+  if (!d.exact) {
+    plan.dot_reason = "no exact decomposition: " + d.reason;
+    return;
+  }
+  if (d.terms.size() > kMaxDotTerms) {
+    plan.dot_reason = std::to_string(d.terms.size()) + " terms (more than " + std::to_string(kMaxDotTerms) +
+                      "): the general LUT path is cheaper";
+    return;
+  }
+  for (const MaskTerm& t : d.terms) {
+    std::array<int8_t, 256> beta{};
+    for (int b = -128; b < 128; ++b) {
+      const int64_t v = t.coef * static_cast<int8_t>(static_cast<uint8_t>(b) & t.mask_b);
+      if (v < -128 || v > 127) {
+        plan.dot_reason = "term " + std::to_string(t.coef) + "*(b & mask) does not fit an int8 weight";
+        plan.dot_masks.clear();
+        plan.dot_beta.clear();
+        return;
+      }
+      beta[b + 128] = static_cast<int8_t>(v);
+    }
+    plan.dot_masks.push_back(t.mask_a);
+    plan.dot_beta.push_back(beta);
+  }
+  plan.dot_ok = true;
+}
+
+std::shared_ptr<LutPlan> Analyse(const int32_t* lut) {
+  auto plan = std::make_shared<LutPlan>();
+  plan->lut.assign(lut, lut + 65536);
+  int32_t* bw = plan->by_weight.Resize(65536);
+  plan->fits_int16 = true;
+  for (size_t a = 0; a < 256; ++a) {
+    for (size_t b = 0; b < 256; ++b) {
+      const int32_t v = lut[a * 256 + b];
+      bw[b * 256 + a] = v;
+      plan->fits_int16 &= v >= -32768 && v <= 32767;
+    }
+  }
+  if (plan->fits_int16) {
+    BuildPlanes(bw, plan->planes_by_weight);
+    BuildPlanes(lut, plan->planes_by_act);
+  }
+  plan->decomposition = DecomposeLut(lut);
+  PlanDotPath(*plan);
+  return plan;
+}
+
+struct Cache {
+  std::mutex mutex;
+  std::deque<std::pair<uint64_t, std::shared_ptr<const LutPlan>>> entries;  // most recent last
+};
+constexpr size_t kCacheSize = 64;
+
+}  // namespace
+
+std::string LutPlan::Describe() const {
+  std::string s = dot_ok ? "decomposed: " + decomposition.Formula() : "lut: " + dot_reason;
+  if (!fits_int16) s += "; entries exceed int16 (scalar LUT kernel)";
+  return s;
+}
+
+std::shared_ptr<const LutPlan> GetLutPlan(const int32_t* lut) {
+  static Cache cache;
+  const uint64_t h = Hash(lut);
+  {
+    std::lock_guard<std::mutex> lock(cache.mutex);
+    for (auto& [key, plan] : cache.entries)
+      if (key == h && std::memcmp(plan->lut.data(), lut, 65536 * sizeof(int32_t)) == 0) return plan;
+  }
+  std::shared_ptr<const LutPlan> plan = Analyse(lut);  // outside the lock: ~1 ms
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  cache.entries.emplace_back(h, plan);
+  if (cache.entries.size() > kCacheSize) cache.entries.pop_front();
+  return plan;
+}
+
+}  // namespace axmoe

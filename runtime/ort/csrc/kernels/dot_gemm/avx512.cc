@@ -1,0 +1,77 @@
+// dot_gemm on AVX-512 VNNI: vpdpbusd, 64 u8 x s8 products per instruction.
+//
+// vpdpbusd multiplies unsigned activation bytes by signed weight bytes, so a term whose
+// activation mask keeps the sign bit feeds alpha + 128 = (a & mask) ^ 0x80 (one vpternlogd)
+// and the accumulator starts at -128 * sum_k wts[term][t][k]; a mask without the sign bit
+// leaves alpha in [0, 127], already unsigned. Register tile: 6 output rows x 4 vectors of
+// 16 lanes (24 accumulators); each weight dword (4 consecutive k) is broadcast.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels/kernels.h"
+
+namespace axmoe::kernels {
+namespace {
+
+constexpr int kRows = 6;
+constexpr int kVecs = 4;
+
+template <int NT, int NV>
+void Tile(const DotGemmArgs& a, size_t t0, size_t l0) {
+  __m512i acc[NT][NV];
+  for (int t = 0; t < NT; ++t) {
+    uint32_t bias = 0;
+    for (size_t term = 0; term < a.nterms; ++term)
+      if (a.masks[term] & 0x80) bias -= 128u * static_cast<uint32_t>(a.wsum[term * a.ld_wsum + t0 + t]);
+    for (int v = 0; v < NV; ++v) acc[t][v] = _mm512_set1_epi32(static_cast<int32_t>(bias));
+  }
+  for (size_t term = 0; term < a.nterms; ++term) {
+    const __m512i mask = _mm512_set1_epi8(static_cast<char>(a.masks[term]));
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(a.masks[term] & 0x80));
+    const int8_t* w = a.wts + term * a.ld_term + t0 * a.ld_t;
+    const int8_t* x = a.act + l0 * 4;
+    for (size_t k4 = 0; k4 < a.k4; ++k4, x += a.lanes * 4) {
+      __m512i u[NV];
+      for (int v = 0; v < NV; ++v)  // (x & mask) ^ flip
+        u[v] = _mm512_ternarylogic_epi32(_mm512_loadu_si512(x + 64 * v), mask, flip, 0x6A);
+      for (int t = 0; t < NT; ++t) {
+        int32_t wd;
+        std::memcpy(&wd, w + t * a.ld_t + 4 * k4, 4);
+        const __m512i wb = _mm512_set1_epi32(wd);
+        for (int v = 0; v < NV; ++v) acc[t][v] = _mm512_dpbusd_epi32(acc[t][v], u[v], wb);
+      }
+    }
+  }
+  for (int t = 0; t < NT; ++t)
+    for (int v = 0; v < NV; ++v) _mm512_storeu_si512(a.out + (t0 + t) * a.lanes + l0 + 16 * v, acc[t][v]);
+}
+
+template <int NV>
+void Column(const DotGemmArgs& a, size_t l0) {
+  size_t t0 = 0;
+  for (; t0 + kRows <= a.nt; t0 += kRows) Tile<kRows, NV>(a, t0, l0);
+  switch (a.nt - t0) {
+    case 5: Tile<5, NV>(a, t0, l0); break;
+    case 4: Tile<4, NV>(a, t0, l0); break;
+    case 3: Tile<3, NV>(a, t0, l0); break;
+    case 2: Tile<2, NV>(a, t0, l0); break;
+    case 1: Tile<1, NV>(a, t0, l0); break;
+    default: break;
+  }
+}
+
+}  // namespace
+
+void dot_gemm_i32__avx512vnni_u4x6(const DotGemmArgs& a) {
+  size_t l0 = 0;
+  for (; l0 + 16 * kVecs <= a.lanes; l0 += 16 * kVecs) Column<kVecs>(a, l0);
+  switch ((a.lanes - l0) / 16) {
+    case 3: Column<3>(a, l0); break;
+    case 2: Column<2>(a, l0); break;
+    case 1: Column<1>(a, l0); break;
+    default: break;
+  }
+}
+
+}  // namespace axmoe::kernels
