@@ -478,6 +478,7 @@ _OPS: dict[str, Callable] = {
     "ReduceSum": _reduce(lambda x, axes, keep: x.sum(dim=axes, keepdim=keep)),
     "ReduceMax": _reduce(lambda x, axes, keep: x.amax(dim=axes, keepdim=keep)),
     "ReduceMin": _reduce(lambda x, axes, keep: x.amin(dim=axes, keepdim=keep)),
+    "ReduceL2": _reduce(lambda x, axes, keep: torch.sqrt((x * x).sum(dim=axes, keepdim=keep))),
     "ArgMax": _f(lambda x, attrs: torch.argmax(x, dim=attrs.get("axis", 0), keepdim=bool(attrs.get("keepdims", 1)))),
     "Range": _f(lambda start, limit, delta, attrs: torch.arange(start.item(), limit.item(), delta.item(),
                                                                  dtype=start.dtype, device=start.device)),
