@@ -2,13 +2,29 @@
 
 The library (`libaxmoe_ort.so`) is built by the package build (CMake, see CMakeLists.txt)
 and installed next to this file; `library_path()` finds it, `session()` registers it.
+
+Ops: axmoe.ApproxMul, axmoe.ApproxConvInteger, axmoe.ApproxMatMulInteger (schemas in
+`runtime.ops`). Threads: the ops run their tiles on onnxruntime's intra-op thread pool, so
+`session(model, threads=N)` (intra_op_num_threads) sets how many cores one op uses, batch 1
+included. Kernel choice, read when a session creates its kernels:
+
+    AXMOE_KERNEL = auto | scalar | avx2 | avx512 | neon   ISA (auto: best this CPU has)
+    AXMOE_PATH   = auto | lut | decomposed                decomposed: exact int8 dot products
+                                                          on masked operands, when the LUT has
+                                                          that structure (auto picks it then)
+
+`kernel_variants()` lists the ISAs usable here; `describe_lut(lut)` says which path a LUT takes.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 from importlib import metadata
 from pathlib import Path
+
+import numpy as np
 
 LIBRARY_NAME = "libaxmoe_ort.so"
 DOMAIN = "axmoe"
@@ -68,3 +84,41 @@ def session(model, threads: int | None = None):
         model = str(model)
     return ort.InferenceSession(model, sess_options=session_options(threads),
                                 providers=["CPUExecutionProvider"])
+
+
+@functools.lru_cache(maxsize=None)
+def _native(path: str) -> ctypes.CDLL:
+    lib = ctypes.CDLL(path)
+    lib.axmoe_kernel_variants.restype = ctypes.c_char_p
+    lib.axmoe_kernel_names.restype = ctypes.c_char_p
+    lib.axmoe_kernel_names.argtypes = [ctypes.c_char_p]
+    lib.axmoe_describe_lut.restype = ctypes.c_int
+    lib.axmoe_describe_lut.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+    return lib
+
+
+def kernel_variants() -> list[str]:
+    """ISAs of the op kernels usable on this CPU, best first (values for AXMOE_KERNEL)."""
+    return _native(str(library_path())).axmoe_kernel_variants().decode().split(",")
+
+
+def kernel_names(isa: str) -> tuple[str, str]:
+    """(general LUT kernel, decomposed-path kernel) names of one ISA, e.g. for reports."""
+    names = _native(str(library_path())).axmoe_kernel_names(isa.encode()).decode()
+    if not names:
+        raise ValueError(f"kernel ISA {isa!r} is not available here (available: {', '.join(kernel_variants())})")
+    lut, dot = names.split(",")
+    return lut, dot
+
+
+def describe_lut(lut) -> str:
+    """Which path the ops take for this LUT, as the library decides it from the table:
+    'decomposed: <terms>' or 'lut: <why not>'."""
+    table = np.ascontiguousarray(lut, dtype=np.int32)
+    if table.shape != (256, 256):
+        raise ValueError(f"LUT must have shape (256, 256), got {table.shape}")
+    lib = _native(str(library_path()))
+    size = lib.axmoe_describe_lut(table.ctypes.data, None, 0) + 1
+    buf = ctypes.create_string_buffer(size)
+    lib.axmoe_describe_lut(table.ctypes.data, buf, size)
+    return buf.value.decode()

@@ -1,7 +1,7 @@
 """`python -m runtime.ort`: run a model with the axmoe ops, or check the op library.
 
     python -m runtime.ort run MODEL.onnx --input X.npy [--threads N] [--out Y.npy]
-    python -m runtime.ort check
+    python -m runtime.ort check     # every op against the numpy oracle, every kernel ISA here
 """
 
 from __future__ import annotations
@@ -88,7 +88,66 @@ def cmd_check(args) -> int:
         ok = np.array_equal(y.reshape(256, 256), mult.lut)
         failures += not ok
         print(f"  {mult.name:<12} axmoe.ApproxMul over 65536 pairs == LUT: {'yes' if ok else 'NO'}")
-    return 1 if failures else 0
+    return 1 if failures or _check_integer_ops() else 0
+
+
+def _check_integer_ops() -> int:
+    """ApproxConvInteger (3x3, stride 2, 2 groups) and ApproxMatMulInteger (broadcast batch) on
+    random operands, against the numpy oracle, for every kernel ISA here and both paths."""
+    import os
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from multipliers import catalog, get
+    from multipliers.oracle import lut_conv, lut_matmul
+    from runtime.ops import opset_imports
+    from runtime.ort import describe_lut, kernel_variants, session
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2, 8, 9, 9), dtype=np.uint8)
+    w = rng.integers(-128, 128, (6, 4, 3, 3), dtype=np.int8)
+    a = rng.integers(-128, 128, (3, 1, 5, 40), dtype=np.int8)
+    b = rng.integers(-128, 128, (2, 40, 7), dtype=np.int8)
+    conv_attrs = dict(strides=[2, 2], pads=[1, 1, 1, 1], group=2)
+
+    def model(node, inputs):
+        graph = helper.make_graph([node], "check", inputs, [helper.make_tensor_value_info("y", TensorProto.INT32, None)])
+        return helper.make_model(graph, opset_imports=opset_imports(), ir_version=10).SerializeToString()
+
+    lut_info = helper.make_tensor_value_info("lut", TensorProto.INT32, [256, 256])
+    conv = model(helper.make_node("ApproxConvInteger", ["x", "w", "xzp", "", "lut"], ["y"], domain="axmoe", **conv_attrs),
+                 [helper.make_tensor_value_info("x", TensorProto.UINT8, x.shape),
+                  helper.make_tensor_value_info("w", TensorProto.INT8, w.shape),
+                  helper.make_tensor_value_info("xzp", TensorProto.UINT8, []), lut_info])
+    matmul = model(helper.make_node("ApproxMatMulInteger", ["a", "b", "", "", "lut"], ["y"], domain="axmoe"),
+                   [helper.make_tensor_value_info("a", TensorProto.INT8, a.shape),
+                    helper.make_tensor_value_info("b", TensorProto.INT8, b.shape), lut_info])
+    mults = list(catalog().values()) + [get("mitchell")]
+    print(f"kernel ISAs here (best first): {', '.join(kernel_variants())}")
+    failures = 0
+    saved = {k: os.environ.get(k) for k in ("AXMOE_KERNEL", "AXMOE_PATH")}
+    try:
+        for isa in kernel_variants():
+            for path in ("auto", "lut"):
+                os.environ["AXMOE_KERNEL"], os.environ["AXMOE_PATH"] = isa, path
+                conv_sess, matmul_sess = session(conv), session(matmul)
+                bad = []
+                for mult in mults:
+                    y = conv_sess.run(None, {"x": x, "w": w, "xzp": np.array(128, np.uint8), "lut": mult.lut})[0]
+                    z = matmul_sess.run(None, {"a": a, "b": b, "lut": mult.lut})[0]
+                    if not (np.array_equal(y, lut_conv(x.astype(np.int64) - 128, w, mult.lut, **conv_attrs))
+                            and np.array_equal(z, lut_matmul(a, b, mult.lut))):
+                        bad.append(mult.name)
+                failures += len(bad)
+                print(f"  {isa:<7} path={path:<5} conv + matmul == oracle for {len(mults) - len(bad)}/{len(mults)} "
+                      f"multipliers{'; wrong: ' + ', '.join(bad) if bad else ''}")
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    for mult in (get("mul8s_1KVA"), get("mitchell")):
+        print(f"  {mult.name}: {describe_lut(mult.lut)}")
+    return failures
 
 
 def main(argv=None) -> int:

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "core/aligned_buffer.h"
+#include "core/conv_c4.h"
 
 namespace axmoe {
 
@@ -38,8 +39,10 @@ Scratch& ThreadScratch() {
   return scratch;
 }
 
+// conv: the C4 layout of the decomposed path's conv inputs (null for dense activations),
+// whose reduction order k' the packed weights follow.
 std::shared_ptr<PreparedWeights> Prepare(const GemmBatch& b, const std::shared_ptr<const LutPlan>& plan, int mode,
-                                         const ParallelFor& parallel_for) {
+                                         const C4Layout* conv, const ParallelFor& parallel_for) {
   auto p = std::make_shared<PreparedWeights>();
   p->plan = plan;
   p->mode = mode;
@@ -54,7 +57,7 @@ std::shared_ptr<PreparedWeights> Prepare(const GemmBatch& b, const std::shared_p
     p->index.Resize(nw * p->stride);
     parallel_for(nw, [&](size_t w) { PackIndexKMajor(b.weights[w], 0, b.J, b.K, jpad, p->index.data() + w * p->stride); });
   } else {
-    const size_t terms = plan->dot_masks.size(), ldt = RoundUp(K, 4);
+    const size_t terms = plan->dot_masks.size(), ldt = conv ? size_t(4 * conv->k4()) : RoundUp(K, 4);
     p->stride = terms * J * ldt;
     p->wsum_stride = terms * J;
     p->dot.Resize(nw * p->stride);
@@ -66,11 +69,11 @@ std::shared_ptr<PreparedWeights> Prepare(const GemmBatch& b, const std::shared_p
         for (size_t j = 0; j < J; ++j) {
           int8_t* o = p->dot.data() + w * p->stride + (term * J + j) * ldt;
           int32_t sum = 0;
-          for (size_t k = 0; k < K; ++k) {
-            o[k] = beta[uint8_t(v.At(int64_t(j), int64_t(k))) ^ 0x80];
+          for (size_t k = 0; k < ldt; ++k) {
+            const int64_t src = conv ? C4OriginalK(*b.problems[0].a.geo, *conv, int64_t(k)) : (k < K ? int64_t(k) : -1);
+            o[k] = src < 0 ? 0 : beta[uint8_t(v.At(int64_t(j), src)) ^ 0x80];
             sum += o[k];
           }
-          std::memset(o + K, 0, ldt - K);
           p->wsum.data()[w * p->wsum_stride + term * J + j] = sum;
         }
       }
@@ -126,10 +129,24 @@ std::string RunApproxGemm(const GemmBatch& b, const std::shared_ptr<const LutPla
     if (variant->lut_needs_planes && !plan.fits_int16) variant = &ScalarVariant();
   }
 
+  // Conv inputs on the decomposed path: channel-interleaved padded images, built once per call.
+  const bool conv = mode == kDot && b.problems[0].a.im2col;
+  C4Layout layout{};
+  AlignedBuffer<int8_t> images;
+  if (conv) {
+    layout = MakeC4Layout(*b.problems[0].a.geo);
+    try {
+      images.Resize(b.problems.size() * layout.bytes());
+    } catch (const std::bad_alloc&) {
+      return "out of memory for the channel-interleaved input";
+    }
+    parallel_for(b.problems.size(), [&](size_t i) { BuildC4Image(b.problems[i].a, layout, images.data() + i * layout.bytes()); });
+  }
+
   std::shared_ptr<const PreparedWeights> prepared = cache ? cache->Find(&plan, mode) : nullptr;
   if (!prepared) {
     try {
-      prepared = Prepare(b, plan_ptr, mode, parallel_for);
+      prepared = Prepare(b, plan_ptr, mode, conv ? &layout : nullptr, parallel_for);
     } catch (const std::bad_alloc&) {
       return "out of memory for the packed weights";
     }
@@ -150,6 +167,40 @@ std::string RunApproxGemm(const GemmBatch& b, const std::shared_ptr<const LutPla
   const size_t blocks = (T + rows - 1) / rows;
   const size_t tasks = b.problems.size() * panels * blocks;
 
+  // Activation panels: packed by the task that uses them, or once up front and shared when
+  // the output rows of a panel are split over several tasks.
+  const size_t k4 = conv ? size_t(layout.k4()) : (K + 3) / 4;
+  const size_t panel_bytes = mode == kDot ? k4 * panel * 4 : K * panel;
+  auto pack = [&](const GemmProblem& p, size_t pi, size_t l0, size_t nl, size_t lanes, uint8_t* dst, Scratch& s) {
+    if (mode == kDot && conv) {
+      PackC4Panel(*p.a.geo, layout, images.data() + pi * layout.bytes(), int64_t(l0), int64_t(nl), lanes,
+                  reinterpret_cast<int8_t*>(dst));
+    } else if (mode == kDot) {
+      PackActK4(p.a, int64_t(l0), int64_t(nl), b.K, lanes, reinterpret_cast<int8_t*>(dst), s.index.Resize(K * lanes));
+    } else {
+      PackIndexKMajor(p.a, int64_t(l0), int64_t(nl), b.K, lanes, dst);
+    }
+  };
+  const bool shared = blocks > 1 && mode != kLutLanesJ;
+  AlignedBuffer<uint8_t> panels_buf;
+  std::atomic<bool> failed{false};
+  if (shared) {
+    try {
+      panels_buf.Resize(b.problems.size() * panels * panel_bytes);
+    } catch (const std::bad_alloc&) {
+      return "out of memory for the packed activations";
+    }
+    parallel_for(b.problems.size() * panels, [&](size_t i) {
+      try {
+        const size_t pan = i % panels, pi = i / panels;
+        const size_t l0 = pan * panel, nl = std::min(panel, L - l0);
+        pack(b.problems[pi], pi, l0, nl, RoundUp(nl, lane_unit), panels_buf.data() + i * panel_bytes, ThreadScratch());
+      } catch (...) {
+        failed = true;
+      }
+    });
+  }
+
   auto run_task = [&](size_t task) {
     const size_t block = task % blocks, pan = (task / blocks) % panels, pi = task / (blocks * panels);
     const GemmProblem& p = b.problems[pi];
@@ -158,20 +209,26 @@ std::string RunApproxGemm(const GemmBatch& b, const std::shared_ptr<const LutPla
     const size_t lanes = RoundUp(nl, lane_unit);
     Scratch& s = ThreadScratch();
     int32_t* tile = s.tile.Resize(nt * lanes);
+    const uint8_t* packed = nullptr;
+    if (mode != kLutLanesJ) {
+      if (shared) {
+        packed = panels_buf.data() + (pi * panels + pan) * panel_bytes;
+      } else {
+        uint8_t* dst = reinterpret_cast<uint8_t*>(s.act.Resize(panel_bytes));
+        pack(p, pi, l0, nl, lanes, dst, s);
+        packed = dst;
+      }
+    }
     if (mode == kDot) {
-      const size_t k4 = (K + 3) / 4, ldt = 4 * k4;
-      int8_t* act = s.act.Resize(k4 * lanes * 4);
-      PackActK4(p.a, int64_t(l0), int64_t(nl), b.K, lanes, act, s.index.Resize(K * lanes));
-      kernels::DotGemmArgs args{plan.dot_masks.data(), plan.dot_masks.size(), act, lanes, k4,
-                                pw.dot.data() + p.weight * pw.stride + t0 * ldt, J * ldt, ldt,
+      const size_t ldt = 4 * k4;
+      kernels::DotGemmArgs args{plan.dot_masks.data(), plan.dot_masks.size(), reinterpret_cast<const int8_t*>(packed),
+                                lanes, k4, pw.dot.data() + p.weight * pw.stride + t0 * ldt, J * ldt, ldt,
                                 pw.wsum.data() + p.weight * pw.wsum_stride + t0, J, nt, tile};
       variant->dot(args);
       Scatter(tile, lanes, nt, nl, p.y + int64_t(l0) * p.ldy_i + int64_t(t0) * p.ldy_j, p.ldy_j, p.ldy_i);
     } else if (mode == kLutLanesI) {
-      uint8_t* idx = s.index.Resize(K * lanes);
-      PackIndexKMajor(p.a, int64_t(l0), int64_t(nl), b.K, lanes, idx);
       kernels::LutGemmArgs args{plan.by_weight.data(), plan.fits_int16 ? plan.planes_by_weight.data() : nullptr,
-                                idx, lanes, lanes, K, pw.index.data() + p.weight * pw.stride + t0 * K, K, nt, tile};
+                                packed, lanes, lanes, K, pw.index.data() + p.weight * pw.stride + t0 * K, K, nt, tile};
       variant->lut(args);
       Scatter(tile, lanes, nt, nl, p.y + int64_t(l0) * p.ldy_i + int64_t(t0) * p.ldy_j, p.ldy_j, p.ldy_i);
     } else {
@@ -185,7 +242,6 @@ std::string RunApproxGemm(const GemmBatch& b, const std::shared_ptr<const LutPla
     }
   };
 
-  std::atomic<bool> failed{false};
   parallel_for(tasks, [&](size_t task) {
     try {
       run_task(task);

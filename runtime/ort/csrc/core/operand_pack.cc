@@ -90,11 +90,26 @@ void PackActK4(const OperandView& v, int64_t r0, int64_t nr, int64_t K, size_t l
   const size_t k4 = size_t(K + 3) / 4;
   if (!v.im2col && v.stride_k == 1) {
     // Rows already hold consecutive k: copy 4 at a time.
-    std::memset(out, 0, k4 * lanes * 4);
-    for (int64_t l = 0; l < nr; ++l) {
-      const uint8_t* src = v.data + (r0 + l) * v.stride_r;
-      for (int64_t k = 0; k < K; ++k)
-        out[((size_t(k) / 4) * lanes + size_t(l)) * 4 + size_t(k) % 4] = static_cast<int8_t>(src[k] ^ v.flip);
+    const uint32_t flip = v.flip * 0x01010101u;
+    const size_t full = size_t(K) / 4;
+    for (size_t l = 0; l < lanes; ++l) {
+      int8_t* o = out + l * 4;
+      if (int64_t(l) >= nr) {
+        for (size_t q = 0; q < k4; ++q) std::memset(o + q * lanes * 4, 0, 4);
+        continue;
+      }
+      const uint8_t* src = v.data + (r0 + int64_t(l)) * v.stride_r;
+      for (size_t q = 0; q < full; ++q) {
+        uint32_t d;
+        std::memcpy(&d, src + 4 * q, 4);
+        d ^= flip;
+        std::memcpy(o + q * lanes * 4, &d, 4);
+      }
+      if (full < k4) {
+        uint8_t tail[4] = {0, 0, 0, 0};
+        for (size_t j = 0; 4 * full + j < size_t(K); ++j) tail[j] = src[4 * full + j] ^ v.flip;
+        std::memcpy(o + full * lanes * 4, tail, 4);
+      }
     }
     return;
   }
