@@ -9,7 +9,9 @@ Folder `cifar-100-python/` with three pickles (protocol 2, written by Python 2):
 
 Pickles can run arbitrary code, so the unpickler allows only the globals a numpy array
 needs (`numpy.core.multiarray._reconstruct`, `numpy.ndarray`, `numpy.dtype`); anything else
-is refused with the file name and the global it asked for.
+is refused with the file name and the global it asked for. Files re-pickled by Python 3 at
+protocol 2 spell bytes as `_codecs.encode(str, "latin1")`, which is allowed as a plain
+str -> bytes conversion.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from models.data import DatasetFormatError, DatasetNotFoundError, data_root
 
 _ALLOWED_GLOBALS = {
+    ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3 (re-pickled files)
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"),
@@ -35,6 +38,13 @@ class UnsafePickleError(DatasetFormatError, pickle.UnpicklingError):
     """The pickle asked for a global outside the allowed set."""
 
 
+def _encode(text: str, encoding: str = "utf-8") -> bytes:
+    # The one use of _codecs.encode in such pickles: str -> bytes, nothing else reachable.
+    if not isinstance(text, str) or not isinstance(encoding, str):
+        raise UnsafePickleError("_codecs.encode with non-string arguments")
+    return text.encode(encoding)
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file: Any, path: Path) -> None:
         super().__init__(file, encoding="bytes")
@@ -42,6 +52,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED_GLOBALS:
+            if module == "_codecs":
+                return _encode
             # numpy 2 renamed numpy.core to numpy._core; both spellings appear in pickles.
             if name == "_reconstruct":
                 return np.ndarray.__reduce__(np.zeros(0))[0]

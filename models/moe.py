@@ -17,6 +17,7 @@ gate's auxiliary loss (`aux_loss`, hard MoE in training only).
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -117,6 +118,11 @@ class MoEModelMixin:
             return torch.zeros(())
         return torch.stack(losses).sum()
 
-    def trunk_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters upstream of the first MoE layer (they alone decide its routing input)."""
+    def trunk_modules(self) -> list[nn.Module]:
+        """Modules upstream of the first MoE layer (they alone decide its routing input)."""
         raise NotImplementedError
+
+    def trunk_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of `trunk_modules()` (plus any the model holds directly, e.g. ViT's
+        position embedding)."""
+        return itertools.chain.from_iterable(m.parameters() for m in self.trunk_modules())

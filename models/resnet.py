@@ -15,10 +15,8 @@ the globally pooled stage input.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from functools import partial
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -139,9 +137,8 @@ class CifarResNet(MoEModelMixin, nn.Module):
         """(B, in_chans, H, W) -> logits (B, num_classes)."""
         return self.fc(torch.flatten(self.pool(self.forward_features(x)), 1))
 
-    def trunk_parameters(self) -> Iterator[nn.Parameter]:
-        first = min(self.moe_stages)
-        return itertools.chain(self.stem.parameters(), self.stages[:first].parameters())
+    def trunk_modules(self) -> list[nn.Module]:
+        return [self.stem, *self.stages[:min(self.moe_stages)]]
 
 
 @register_arch("resnet20", ResNetOptions, moe_option="moe_stages",

@@ -15,10 +15,9 @@ image on the pooled stage input.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from functools import partial
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -119,8 +118,8 @@ class CifarVGG(MoEModelMixin, nn.Module):
         """(B, in_chans, H, W) -> logits (B, num_classes)."""
         return self.classifier(torch.flatten(self.pool(self.forward_features(x)), 1))
 
-    def trunk_parameters(self) -> Iterator[nn.Parameter]:
-        return itertools.chain(self.stages[:min(self.moe_stages)].parameters())
+    def trunk_modules(self) -> list[nn.Module]:
+        return list(self.stages[:min(self.moe_stages)])
 
 
 @register_arch("vgg11_bn", VGGOptions, moe_option="moe_stages",

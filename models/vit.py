@@ -137,10 +137,12 @@ class AxViT(MoEModelMixin, VisionTransformer):
                          drop_path_rate=options.drop_path_rate, block_fn=block_fn)
         self.moe_blocks = moe_blocks
 
+    def trunk_modules(self) -> list[nn.Module]:
+        return [self.patch_embed, *self.blocks[:min(self.moe_blocks)]]
+
     def trunk_parameters(self) -> Iterator[nn.Parameter]:
-        first = min(self.moe_blocks)
-        tokens = [p for p in (self.cls_token, self.pos_embed) if isinstance(p, nn.Parameter)]
-        return itertools.chain(tokens, self.patch_embed.parameters(), self.blocks[:first].parameters())
+        tokens = [p for p in (self.cls_token, self.reg_token, self.pos_embed) if isinstance(p, nn.Parameter)]
+        return itertools.chain(tokens, super().trunk_parameters())
 
 
 @register_arch("vit_small", ViTOptions, moe_option="moe_blocks", token_slots=True,
