@@ -1,0 +1,308 @@
+"""`python -m passes.approximate`: rewrite every int8 Conv/Gemm/MatMul of a quantized ONNX
+model so its products go through an approximate multiplier.
+
+    python -m passes.approximate IN.onnx OUT.onnx --multiplier mul8s_1L2L
+    python -m passes.approximate IN.onnx OUT.onnx --plan plan.yaml --report report.json
+
+Lowerings (per op): `decomposed` (standard ONNX ops, from the multiplier's exact
+decomposition), `lut` (axmoe.ApproxConvInteger / ApproxMatMulInteger with the LUT as a
+shared initializer), or `auto`, which picks per op the fastest bit-exact option measured on
+x86 with onnxruntime (BENCHMARKS.md):
+
+    exact multiplier                       -> op left as it is (identical outputs)
+    operand-mask multiplier (1 term)       -> decomposed: masked operands, the op stays a fused
+                                              QLinearConv / QLinearMatMul (<= 1.25x)
+    correction terms, MatMul/Gemm          -> decomposed: MatMulInteger u8 x s8 runs 60-136 GMAC/s
+    correction terms, Conv                 -> lut: ConvInteger runs only 2.5-14 GMAC/s, the
+                                              custom op's masked-dot-product fast path is faster
+    no exact decomposition (Mitchell, ...) -> lut
+
+Every candidate is reported: rewritten (multiplier, lowering, terms, MACs) or skipped with the
+reason; `--strict` turns any skip into an error. A rewrite whose worst case max|LUT| x K could
+overflow int32 is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from onnx_ir.passes import InPlacePass, PassResult
+from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+from multipliers import Multiplier
+from passes.candidates import IntegerOp, Skip, find_candidates
+from passes.lowering import (DOMAIN, Builder, MaskUnsupported, apply_masks_in_place,
+                             lower_decomposed_terms, lower_lut)
+from passes.plan import Assignment, Plan, PlanError, assign, load_plan, plan_from_dict
+
+INT32_LIMIT = 1 << 31
+
+
+class ApproximationError(ValueError):
+    pass
+
+
+@dataclass
+class NodeReport:
+    node: str
+    op_type: str
+    status: str  # rewritten | exact | skipped
+    reason: str = ""
+    multiplier: str | None = None
+    lowering: str | None = None
+    terms: int | None = None
+    reduction: int | None = None  # K, products per output
+    macs_per_row: int | None = None  # per batch row (image / routed row), when shapes are known
+    rule: str | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None and v != ""}
+
+
+@dataclass
+class Report:
+    nodes: list[NodeReport] = field(default_factory=list)
+    plan: dict = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> list[NodeReport]:
+        return [n for n in self.nodes if n.status == "skipped"]
+
+    def summary(self) -> dict:
+        counts = {}
+        for n in self.nodes:
+            counts[n.status] = counts.get(n.status, 0) + 1
+        lowerings = {}
+        for n in self.nodes:
+            if n.status == "rewritten":
+                lowerings[n.lowering] = lowerings.get(n.lowering, 0) + 1
+        return {"candidates": len(self.nodes), **counts, "lowerings": lowerings}
+
+    def to_dict(self) -> dict:
+        return {"summary": self.summary(), "plan": self.plan, "nodes": [n.to_dict() for n in self.nodes]}
+
+
+def choose_lowering(op: IntegerOp, mult: Multiplier, requested: str) -> tuple[str | None, str]:
+    """(lowering, why) for `op`; lowering None means the op cannot take `requested`."""
+    dec = mult.decomposition
+    if requested == "lut":
+        return "lut", "requested"
+    single = dec.exact and dec.num_terms == 1 and dec.terms[0].coef == 1
+    if requested == "decomposed":
+        if not dec.exact:
+            return None, f"{mult.name} has no exact decomposition ({dec.reason}); use the lut lowering"
+        if not single and op.x_zero_point != 128:
+            return None, "decomposed correction terms need uint8 activations; use the lut lowering"
+        return "decomposed", "requested"
+    if single:
+        return "decomposed", "auto: operand masks keep the fused int8 kernel"
+    if dec.exact and op.kind == "matmul" and op.x_zero_point == 128:
+        return "decomposed", "auto: MatMulInteger carries correction terms fast"
+    return "lut", "auto: custom op (fast path or LUT)"
+
+
+def _macs_per_row(op: IntegerOp) -> int | None:
+    shape = op.node.outputs[0].shape
+    if shape is None or len(shape) < 2:
+        return None
+    dims = [d for d in list(shape)[1:]]
+    if not all(isinstance(d, int) for d in dims):
+        return None
+    return int(np.prod(dims)) * op.reduction
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+class ApproximationPass(InPlacePass):
+    """Rewrites the approximable ops of a model under a `Plan` (see module docstring)."""
+
+    def __init__(self, plan: Plan):
+        super().__init__()
+        self.plan = plan
+        self.report = Report(plan=plan.to_dict())
+        self.assignment: dict[str, dict] = {}
+
+    def call(self, model: ir.Model) -> PassResult:
+        graph = model.graph
+        self.opset = model.opset_imports.get("", 1)
+        found = find_candidates(graph)
+        ops = [c for c in found if isinstance(c, IntegerOp)]
+        assignments = assign(self.plan, ops)
+        modified = False
+        for cand in found:
+            if isinstance(cand, Skip):
+                self.report.nodes.append(NodeReport(cand.name, cand.node.op_type, "skipped", cand.reason))
+                continue
+            modified |= self._rewrite(graph, cand, assignments[cand.name])
+        if modified:
+            if DOMAIN not in model.opset_imports:
+                model.opset_imports[DOMAIN] = 1
+            RemoveUnusedNodesPass()(model)
+        return PassResult(model, modified)
+
+    def _rewrite(self, graph: ir.Graph, op: IntegerOp, assignment: Assignment) -> bool:
+        mult = assignment.multiplier
+        entry = NodeReport(op.name, op.node.op_type, "", multiplier=mult.name, reduction=op.reduction,
+                           macs_per_row=_macs_per_row(op), rule=assignment.reason)
+        self.report.nodes.append(entry)
+        self.assignment[op.name] = {"multiplier": mult.name, "rule": assignment.reason}
+        lut = mult.lut if self.plan.operand_order == "xw" else np.ascontiguousarray(mult.lut.T)
+        table = mult if self.plan.operand_order == "xw" else Multiplier(f"{mult.name}^T", lut, mult.kind)
+        if table.is_exact:
+            entry.status, entry.lowering, entry.reason = "exact", "none", "exact multiplier: op unchanged"
+            self.assignment[op.name]["lowering"] = "none"
+            return False
+        worst = int(np.abs(lut).max()) * op.reduction
+        if worst >= INT32_LIMIT:
+            entry.status = "skipped"
+            entry.reason = f"int32 overflow risk: max|LUT| {int(np.abs(lut).max())} x K {op.reduction} >= 2^31"
+            return False
+        lowering, why = choose_lowering(op, table, assignment.lowering)
+        if lowering is None:
+            entry.status, entry.reason = "skipped", why
+            return False
+        builder = Builder(graph, f"axmoe/{_safe(op.name)}", bitwise=self.opset >= 18)
+        dec = table.decomposition
+        try:
+            if lowering == "decomposed" and dec.num_terms == 1 and dec.terms[0].coef == 1:
+                apply_masks_in_place(builder, op, dec.terms[0])
+                graph.insert_before(op.node, builder.nodes)
+                entry.terms = 1
+            else:
+                if lowering == "lut":
+                    lut_value = builder.const(lut.astype(np.int32), name=f"axmoe_lut_{_safe(table.name)}")
+                    new_output = lower_lut(builder, op, lut_value)
+                    entry.terms = dec.num_terms if dec.exact else None
+                else:
+                    new_output = lower_decomposed_terms(builder, op, dec)
+                    entry.terms = dec.num_terms
+                graph.insert_before(op.node, builder.nodes)
+                self._replace_output(graph, op, new_output)
+        except MaskUnsupported as exc:
+            entry.status, entry.reason = "skipped", str(exc)
+            return False
+        entry.status, entry.lowering, entry.reason = "rewritten", lowering, why
+        self.assignment[op.name]["lowering"] = lowering
+        return True
+
+    @staticmethod
+    def _replace_output(graph: ir.Graph, op: IntegerOp, new: ir.Value) -> None:
+        old = op.output
+        old.replace_all_uses_with(new)
+        if old.is_graph_output():
+            index = list(graph.outputs).index(old)
+            name = old.name
+            old.name = name + "_replaced"
+            new.name = name
+            graph.outputs[index] = new
+        for node in [*op.removable, op.node]:
+            if node.graph is graph and not any(len(list(v.uses())) for v in node.outputs) \
+                    and not any(v.is_graph_output() for v in node.outputs):
+                graph.remove(node, safe=True)
+
+
+def approximate(model: onnx.ModelProto | str | Path, plan: Plan | dict) -> tuple[onnx.ModelProto, Report]:
+    """Rewrite `model` under `plan`; returns the new model and the report."""
+    from runtime.ops import register_schemas
+
+    if isinstance(plan, dict):
+        plan = plan_from_dict(plan)
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # shapes only feed the MAC counts of the report
+        pass
+    ir_model = ir.from_proto(proto)
+    approx_pass = ApproximationPass(plan)
+    approx_pass(ir_model)
+    out = ir.to_proto(ir_model)
+    out.ir_version = proto.ir_version
+    meta = {p.key: p.value for p in out.metadata_props}
+    meta["axmoe.plan"] = json.dumps(plan.to_dict(), sort_keys=True)
+    meta["axmoe.assignment"] = json.dumps(approx_pass.assignment, sort_keys=True)
+    del out.metadata_props[:]
+    for key, value in meta.items():
+        out.metadata_props.add(key=key, value=value)
+    register_schemas()
+    return out, approx_pass.report
+
+
+# ----------------------------------------------------------------------------------- CLI
+def create_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m passes.approximate",
+        description="Rewrite the int8 Conv/Gemm/MatMul of a quantized ONNX model (QDQ, QLinear* or "
+                    "*Integer form) to use an approximate 8x8 multiplier.")
+    p.add_argument("input", metavar="IN.onnx")
+    p.add_argument("output", metavar="OUT.onnx")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--multiplier", metavar="NAME",
+                       help="one multiplier for every op (catalog name, family spec, .npy LUT, or 'exact')")
+    which.add_argument("--plan", metavar="PLAN.yaml", help="per-layer / per-expert plan (see passes.plan)")
+    p.add_argument("--lowering", choices=["auto", "lut", "decomposed"],
+                   help="override the plan's lowering (default auto)")
+    p.add_argument("--strict", action="store_true", help="fail if any candidate op is skipped")
+    p.add_argument("--report", metavar="REPORT.json", help="write the per-node report as JSON")
+    return p
+
+
+def run(args) -> Report:
+    if args.plan:
+        plan_dict = dict(load_plan(args.plan).source)
+    else:
+        plan_dict = {"multiplier": args.multiplier}
+    if args.lowering:
+        plan_dict["lowering"] = args.lowering
+    plan = plan_from_dict(plan_dict)
+    src = Path(args.input)
+    if not src.is_file():
+        raise ApproximationError(f"{src}: no such file")
+    try:
+        model = onnx.load(str(src))
+    except Exception:
+        raise ApproximationError(f"{src}: not an ONNX model") from None
+    out, report = approximate(model, plan)
+    rewritten = [n for n in report.nodes if n.status in ("rewritten", "exact")]
+    if not report.nodes:
+        raise ApproximationError(f"{src}: no Conv/Gemm/MatMul found")
+    if not rewritten:
+        raise ApproximationError(f"{src}: not a quantized model: no int8 Conv/Gemm/MatMul "
+                                 f"({report.nodes[0].node}: {report.nodes[0].reason})")
+    if args.strict and report.skipped:
+        first = report.skipped[0]
+        raise ApproximationError(f"--strict: {len(report.skipped)} op(s) skipped, e.g. {first.node}: {first.reason}")
+    if args.report:
+        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2))
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(out, str(args.output))
+    summary = report.summary()
+    print(f"{args.output}: {summary.get('rewritten', 0)} rewritten "
+          f"({', '.join(f'{k} {v}' for k, v in summary['lowerings'].items()) or 'none'}), "
+          f"{summary.get('exact', 0)} kept exact, {summary.get('skipped', 0)} skipped")
+    for node in report.skipped[:10]:
+        print(f"  skipped {node.node}: {node.reason}")
+    return report
+
+
+def main(argv=None) -> int:
+    args = create_args_parser().parse_args(argv)
+    try:
+        run(args)
+    except (ApproximationError, PlanError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

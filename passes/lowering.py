@@ -1,0 +1,244 @@
+"""Lowerings of one approximable product (`IntegerOp`) to ONNX nodes.
+
+`lut`: the axmoe custom op with the multiplier's table,
+
+    acc = axmoe.ApproxConvInteger(x_q, w, x_zp, 0, LUT)   (or ApproxMatMulInteger)
+
+`decomposed`: standard ONNX ops only, from the exact decomposition
+mul(a, b) = sum_t c_t (a & ma_t) (b & mb_t) (`multipliers.decompose`):
+
+- one masked product (operand-mask multipliers): the op keeps its form (QDQ / QLinear /
+  Integer); the weight initializer is pre-masked and a BitwiseAnd masks the activation's
+  stored byte, so runtimes still fuse it into their fast int8 kernels. For uint8 storage
+  q = a + 128: q & m == (a & m) + 128 when m keeps bit 7, else (q & m) | 0x80 does.
+- several terms: acc = sum_t w_t * ConvInteger(x_t, W_t) (or MatMulInteger), x_t the masked
+  (and, for low-bit masks, right-shifted) activation byte, W_t the masked, shifted weight,
+  w_t = c_t << (shift_a + shift_b).
+
+Both add the int32 bias and requantize with the model's own scales, as onnxruntime's
+QLinearConv does: y_q = saturate(round_half_even(float32(acc + b) * (s_x * s_w / s_y)) + z_y);
+an op whose output stays float gets y = float32(acc) * (s_x * s_w) (+ its float bias).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from multipliers.decompose import Decomposition, Term
+from multipliers.lut import signed_mask
+from passes.candidates import IntegerOp
+
+DOMAIN = "axmoe"
+
+
+class Builder:
+    """Collects the new nodes of one rewrite; constants become initializers.
+
+    `bitwise`: the model's opset has BitwiseAnd/Or (18+); without them masks of uint8 bytes
+    are built from BitShift and Mod (opset 11+).
+    """
+
+    def __init__(self, graph: ir.Graph, prefix: str, bitwise: bool = True):
+        self.graph = graph
+        self.prefix = prefix
+        self.bitwise = bitwise
+        self.nodes: list[ir.Node] = []
+        self._count = 0
+
+    def _name(self, what: str) -> str:
+        self._count += 1
+        return f"{self.prefix}/{what}_{self._count}"
+
+    def const(self, array: np.ndarray, what: str = "const", name: str | None = None) -> ir.Value:
+        if name is not None and name in self.graph.initializers:
+            return self.graph.initializers[name]
+        tensor = ir.tensor(np.ascontiguousarray(array), name=name or self._name(what))
+        value = ir.Value(name=tensor.name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype),
+                         const_value=tensor)
+        self.graph.register_initializer(value)
+        return value
+
+    def op(self, op_type: str, inputs, attributes=None, domain: str = "", what: str | None = None) -> ir.Value:
+        node = ir.node(op_type, inputs, attributes or {}, domain=domain, name=self._name(what or op_type),
+                       version=1 if domain == DOMAIN else None)
+        node.outputs[0].name = node.name + "_out"
+        self.nodes.append(node)
+        return node.outputs[0]
+
+
+def _x_dtype(op: IntegerOp) -> np.dtype:
+    return np.dtype(np.uint8) if op.x_zero_point == 128 else np.dtype(np.int8)
+
+
+def _channel_shape(op: IntegerOp) -> tuple[int, ...]:
+    if op.kind == "conv":
+        return (1, op.out_channels) + (1,) * (op.weight.ndim - 2)
+    return (op.out_channels,)
+
+
+def _conv_attrs(op: IntegerOp) -> dict:
+    return {k: v for k, v in op.attributes.items()}
+
+
+def requantize(b: Builder, op: IntegerOp, acc: ir.Value) -> ir.Value:
+    """int32 accumulator -> the value that replaces `op.output` (see module docstring)."""
+    if op.form == "integer":
+        return acc
+    shape = _channel_shape(op)
+    if op.bias is not None:
+        acc = b.op("Add", [acc, b.const(op.bias.astype(np.int32).reshape(shape), "bias")])
+    w_scale = np.broadcast_to(op.w_scale, (op.out_channels,)).astype(np.float32)
+    product = (np.float32(op.x_scale) * w_scale).astype(np.float32)
+    real = b.op("Cast", [acc], {"to": ir.DataType.FLOAT})
+    if op.y_scale is not None:
+        multiplier = (product / np.float32(op.y_scale)).astype(np.float32).reshape(shape)
+        scaled = b.op("Mul", [real, b.const(multiplier, "requant_scale")])
+        zero_point = np.array(op.y_zero_point, dtype=np.dtype(op.y_dtype))
+        return b.op("QuantizeLinear", [scaled, b.const(np.array(1.0, np.float32), "one"),
+                                       b.const(zero_point, "y_zero_point")])
+    out = b.op("Mul", [real, b.const(product.reshape(shape), "dequant_scale")])
+    if op.float_bias is not None:
+        out = b.op("Add", [out, b.op("Reshape", [op.float_bias, b.const(np.array(shape, np.int64), "shape")])])
+    return out
+
+
+def lower_lut(b: Builder, op: IntegerOp, lut_value: ir.Value) -> ir.Value:
+    """acc via axmoe.ApproxConvInteger / ApproxMatMulInteger, then requantize."""
+    x_zp = b.const(np.array(op.x_zero_point, dtype=_x_dtype(op)), "x_zero_point")
+    w_zp = b.const(np.array(0, np.int8), "w_zero_point")
+    weight = b.const(op.weight.astype(np.int8), "weight")
+    if op.kind == "conv":
+        acc = b.op("ApproxConvInteger", [op.x, weight, x_zp, w_zp, lut_value], _conv_attrs(op), domain=DOMAIN)
+    else:
+        acc = b.op("ApproxMatMulInteger", [op.x, weight, x_zp, w_zp, lut_value], domain=DOMAIN)
+    return requantize(b, op, acc)
+
+
+class MaskUnsupported(ValueError):
+    pass
+
+
+def _runs(mask: int) -> list[tuple[int, int]]:
+    """Maximal runs of set bits of an 8-bit mask as (lowest bit, length)."""
+    runs, bit = [], 0
+    while bit < 8:
+        if mask >> bit & 1:
+            start = bit
+            while bit < 8 and mask >> bit & 1:
+                bit += 1
+            runs.append((start, bit - start))
+        else:
+            bit += 1
+    return runs
+
+
+def byte_field(b: Builder, x: ir.Value, mask: int, shift_down: bool) -> ir.Value:
+    """uint8 `x & mask`, or `(x & mask) >> lowest set bit` when `shift_down`."""
+    low = (mask & -mask).bit_length() - 1
+    if b.bitwise:
+        out = b.op("BitwiseAnd", [x, b.const(np.array(mask, np.uint8), "mask")])
+        if shift_down and low:
+            out = b.op("BitShift", [out, b.const(np.array(low, np.uint8), "shift")], {"direction": "RIGHT"})
+        return out
+    # x & mask = sum over runs (lo, n) of ((x >> lo) mod 2^n) << lo, runs being disjoint bits
+    out = None
+    for lo, n in _runs(mask):
+        part = x if lo == 0 else b.op("BitShift", [x, b.const(np.array(lo, np.uint8), "shift")], {"direction": "RIGHT"})
+        if lo + n < 8:
+            part = b.op("Mod", [part, b.const(np.array(1 << n, np.uint8), "modulus")])
+        place = lo - low if shift_down else lo
+        if place:
+            part = b.op("BitShift", [part, b.const(np.array(place, np.uint8), "shift")], {"direction": "LEFT"})
+        out = part if out is None else b.op("Add", [out, part])
+    return out
+
+
+def mask_activation(b: Builder, op: IntegerOp, mask: int) -> ir.Value:
+    """The stored activation byte with the signed operand masked: a & mask."""
+    if mask == 0xFF:
+        return op.x
+    if op.x_zero_point == 0:  # int8 storage holds a itself
+        if not b.bitwise:
+            raise MaskUnsupported("masking int8 activations needs BitwiseAnd (opset 18)")
+        return b.op("BitwiseAnd", [op.x, b.const(np.array(signed_mask(mask), np.int8), "mask")])
+    masked = byte_field(b, op.x, mask, shift_down=False)
+    if mask & 0x80:
+        return masked
+    if b.bitwise:
+        return b.op("BitwiseOr", [masked, b.const(np.array(0x80, np.uint8), "sign_bias")])
+    return b.op("Add", [masked, b.const(np.array(0x80, np.uint8), "sign_bias")])
+
+
+def mask_weight(weight: np.ndarray, mask: int) -> np.ndarray:
+    return (weight.astype(np.int16) & signed_mask(mask)).astype(np.int8)
+
+
+def _term_operands(b: Builder, op: IntegerOp, term: Term) -> tuple[ir.Value, int, np.ndarray, int]:
+    """(activation value, its zero point, int8 weight, integer weight of the product)."""
+    shift = 0
+    if op.x_zero_point == 128 and not term.mask_a & 0x80:
+        # low-bit operand: (a & m) >> s, a small non-negative byte with zero point 0
+        x_t, zp = byte_field(b, op.x, term.mask_a, shift_down=True), 0
+        shift += term.shift_a
+    else:
+        x_t, zp = mask_activation(b, op, term.mask_a), op.x_zero_point
+    w_t = mask_weight(op.weight, term.mask_b)
+    if not term.mask_b & 0x80 and term.shift_b:
+        w_t = (w_t >> term.shift_b).astype(np.int8)
+        shift += term.shift_b
+    return x_t, zp, w_t, term.coef << shift
+
+
+def lower_decomposed_terms(b: Builder, op: IntegerOp, decomposition: Decomposition) -> ir.Value:
+    """acc = sum_t w_t * ConvInteger / MatMulInteger on masked operands, then requantize."""
+    acc = None
+    for term in decomposition.terms:
+        x_t, zp, w_t, weight = _term_operands(b, op, term)
+        x_zp = b.const(np.array(zp, dtype=np.uint8 if op.x_zero_point == 128 else np.int8), "x_zero_point")
+        w_zp = b.const(np.array(0, np.int8), "w_zero_point")
+        w_value = b.const(w_t, "weight")
+        if op.kind == "conv":
+            product = b.op("ConvInteger", [x_t, w_value, x_zp, w_zp], _conv_attrs(op))
+        else:
+            product = b.op("MatMulInteger", [x_t, w_value, x_zp, w_zp])
+        if abs(weight) != 1:
+            product = b.op("Mul", [product, b.const(np.array(abs(weight), np.int32), "term_weight")])
+        if acc is None:
+            acc = product if weight > 0 else b.op("Neg", [product])
+        else:
+            acc = b.op("Add" if weight > 0 else "Sub", [acc, product])
+    if acc is None:  # the zero multiplier
+        raise ValueError("a multiplier whose products are all zero cannot be lowered")
+    return requantize(b, op, acc)
+
+
+def apply_masks_in_place(b: Builder, op: IntegerOp, term: Term) -> None:
+    """Operand-mask multiplier: keep the op, mask its quantized operands (see module docstring)."""
+    node = op.node
+    if term.mask_a != 0xFF:
+        masked = mask_activation(b, op, term.mask_a)
+        if op.form == "qdq":
+            dq_x = node.inputs[0].producer()
+            while dq_x.op_type == "Identity":
+                dq_x = dq_x.inputs[0].producer()
+            new_dq = b.op("DequantizeLinear", [masked, *dq_x.inputs[1:]],
+                          {a.name: a.value for a in dq_x.attributes.values()})
+            node.replace_input_with(0, new_dq)
+        else:
+            node.replace_input_with(0, masked)
+    if term.mask_b != 0xFF:
+        if op.form == "qdq":
+            dq_w = node.inputs[1].producer()
+            while dq_w.op_type == "Identity":
+                dq_w = dq_w.inputs[0].producer()
+            stored = dq_w.inputs[0].const_value.numpy()
+            new_w = b.const(mask_weight(stored, term.mask_b), "masked_weight")
+            new_dq = b.op("DequantizeLinear", [new_w, *dq_w.inputs[1:]],
+                          {a.name: a.value for a in dq_w.attributes.values()})
+            node.replace_input_with(1, new_dq)
+        else:
+            index = 3 if op.form == "qlinear" else 1
+            stored = node.inputs[index].const_value
+            array = stored.numpy() if stored is not None else op.weight
+            node.replace_input_with(index, b.const(mask_weight(array, term.mask_b), "masked_weight"))
