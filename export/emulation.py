@@ -25,7 +25,7 @@ Q/DQ as float ops).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import onnx
@@ -34,8 +34,9 @@ from onnx import helper, numpy_helper
 from torch import nn
 from torch.nn import functional as F
 
-#: Largest K for which float32 sums of K products of 8-bit integers are exact (2^24 / 2^14).
-_FLOAT32_EXACT_K = 1 << 10
+from multipliers import oracle
+from multipliers.multiplier import Multiplier
+from multipliers.torch_kernels import ConvParams, conv_products, exact_dtype, matmul_products
 
 _ONNX_TO_TORCH = {
     onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.DOUBLE: torch.float64,
@@ -81,8 +82,15 @@ class QDQEmulation(nn.Module):
             (normally the fp32 model's initializers; missing ones stay fixed integers).
     """
 
-    def __init__(self, model: onnx.ModelProto, float_weights: dict[str, np.ndarray] | None = None):
+    def __init__(self, model: onnx.ModelProto, float_weights: dict[str, np.ndarray] | None = None,
+                 multipliers: Mapping[str, Multiplier] | None = None, backend: str = "torch",
+                 method: str = "auto"):
         super().__init__()
+        if backend not in ("torch", "oracle"):
+            raise ValueError(f"backend must be 'torch' or 'oracle', got {backend!r}")
+        self.multipliers = {k: v for k, v in (multipliers or {}).items() if not v.is_exact}
+        self.backend = backend  # "oracle": numpy reference kernels of multipliers.oracle (no gradients)
+        self.method = method  # torch products: "auto" | "decomposed" | "lut"
         self.graph = model.graph
         self.input_names = [i.name for i in model.graph.input]
         self.output_names = [o.name for o in model.graph.output]
@@ -137,7 +145,29 @@ class QDQEmulation(nn.Module):
 
     @staticmethod
     def _float(value):
-        return value.ints * value.scale if isinstance(value, QTensor) else value
+        if isinstance(value, QTensor):
+            return value.ints * value.scale
+        if isinstance(value, Accumulator):
+            return value.acc.to(torch.float32) * value.scale
+        return value
+
+    # ------------------------------------------------------------------ integer products
+    def conv_products(self, name: str, a: torch.Tensor, w: torch.Tensor, params: ConvParams) -> torch.Tensor:
+        mult = self.multipliers.get(name)
+        if self.backend == "oracle" and mult is not None:
+            out = oracle.lut_conv(a.detach().cpu().numpy().astype(np.int64), w.detach().cpu().numpy().astype(np.int64),
+                                  mult.lut, strides=params.strides, pads=params.pads,
+                                  dilations=params.dilations, group=params.group)
+            return torch.from_numpy(out.astype(np.float64)).to(a.device)
+        return conv_products(a, w, params, mult, method=self.method)
+
+    def matmul_products(self, name: str, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        mult = self.multipliers.get(name)
+        if self.backend == "oracle" and mult is not None:
+            out = oracle.lut_matmul(a.detach().cpu().numpy().astype(np.int64), w.detach().cpu().numpy().astype(np.int64),
+                                    mult.lut)
+            return torch.from_numpy(out.astype(np.float64)).to(a.device)
+        return matmul_products(a, w, mult, method=self.method)
 
     # --------------------------------------------------------------------- quantization
     def dequantize(self, node, args, attrs):
@@ -161,72 +191,89 @@ class QDQEmulation(nn.Module):
         return QTensor(ints, scale)
 
     def quantize(self, node, args, attrs):
-        x, scale = self._float(args[0]), args[1].float()
+        scale = args[1].float()
         zp = args[2] if len(args) > 2 and args[2] is not None else torch.zeros((), dtype=torch.uint8)
         if scale.numel() != 1:
             raise UnsupportedGraphError(f"{node.name}: per-channel activation quantization")
         info = torch.iinfo(zp.dtype)
         zpf = zp.to(torch.float32)
+        if isinstance(args[0], Accumulator):  # fused requantization, as onnxruntime does it
+            acc = args[0]
+            multiplier = (acc.scale / scale).to(torch.float32)
+            q = torch.clamp(round_ste(acc.acc.to(torch.float32) * multiplier) + zpf, info.min, info.max)
+            return QTensor(q - zpf, scale)
+        x = self._float(args[0])
         q = torch.clamp(round_ste(x / scale) + zpf, info.min, info.max)
         # Carry the integer view (q - zp) so the DequantizeLinear that follows is exact.
         return QTensor(q - zpf, scale)
 
 
 # --------------------------------------------------------------------------- integer ops
-def _exact_dtype(k: int) -> torch.dtype:
-    return torch.float32 if k < _FLOAT32_EXACT_K else torch.float64
+class Accumulator:
+    """int32 accumulator of a quantized Conv/Gemm/MatMul (exact integers held in a float
+    tensor) and the scale s_x * s_w that dequantizes it. A QuantizeLinear that consumes it
+    requantizes as onnxruntime's QLinearConv does: round(float32(acc) * (s_x * s_w / s_y))."""
+
+    __slots__ = ("acc", "scale")
+
+    def __init__(self, acc: torch.Tensor, scale: torch.Tensor):
+        self.acc = acc
+        self.scale = scale
+
+
+def _channel(scale: torch.Tensor, ndim: int, axis: int = 1) -> torch.Tensor:
+    """Per-channel (or scalar) scale shaped to broadcast along `axis` of an ndim tensor."""
+    if scale.numel() == 1:
+        return scale.reshape(())
+    shape = [1] * ndim
+    shape[axis] = -1
+    return scale.reshape(shape)
 
 
 def _conv(em, node, args, attrs):
     x, w = args[0], args[1]
     b = args[2] if len(args) > 2 else None
-    group = attrs.get("group", 1)
     spatial = (x.ints if isinstance(x, QTensor) else x).ndim - 2
-    strides = attrs.get("strides", [1] * spatial)
-    dilations = attrs.get("dilations", [1] * spatial)
-    pads = attrs.get("pads", [0] * 2 * spatial)
     if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
         raise UnsupportedGraphError(f"{node.name}: auto_pad")
-    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[spatial]
-
-    def run(xv, wv):
-        if any(pads[i] != pads[i + spatial] for i in range(spatial)):
-            pad = [p for i in reversed(range(spatial)) for p in (pads[i], pads[i + spatial])]
-            return conv(F.pad(xv, pad), wv, None, strides, 0, dilations, group)
-        return conv(xv, wv, None, strides, pads[:spatial], dilations, group)
-
+    params = ConvParams(tuple(attrs.get("strides", [1] * spatial)), tuple(attrs.get("pads", [0] * 2 * spatial)),
+                        tuple(attrs.get("dilations", [1] * spatial)), attrs.get("group", 1))
     if isinstance(x, QTensor) and isinstance(w, QTensor):
-        k = w.ints[0].numel()
-        dtype = _exact_dtype(k)
-        acc = run(x.ints.to(dtype), w.ints.to(dtype))
-        scale = (x.scale * w.scale.reshape(-1)).reshape((1, -1) + (1,) * spatial)
+        acc = em.conv_products(node.name, x.ints, w.ints, params)
+        scale = (x.scale.reshape(()) * w.scale.reshape(-1)).to(torch.float32)
         if isinstance(b, QTensor):
-            acc = acc + b.ints.to(dtype).reshape((1, -1) + (1,) * spatial)
-            return acc.to(torch.float32) * b.scale.reshape((1, -1) + (1,) * spatial)
-        out = acc.to(torch.float32) * scale
+            return Accumulator(acc + _channel(b.ints.to(acc.dtype), acc.ndim), _channel(scale, acc.ndim))
+        out = acc.to(torch.float32) * _channel(scale, acc.ndim)
     else:
-        out = run(em._float(x), em._float(w))
+        out = _float_conv(em._float(x), em._float(w), params)
     if b is not None:
-        out = out + em._float(b).reshape((1, -1) + (1,) * spatial)
+        out = out + _channel(em._float(b), out.ndim)
     return out
 
 
-def _matmul_int(a: QTensor, b: QTensor, transpose_b: bool = False) -> torch.Tensor:
-    bi = b.ints.transpose(-1, -2) if transpose_b else b.ints
-    dtype = _exact_dtype(a.ints.shape[-1])
-    acc = torch.matmul(a.ints.to(dtype), bi.to(dtype)).to(torch.float32)
-    b_scale = b.scale
-    if b_scale.numel() > 1:  # per output channel of the weight
-        b_scale = b_scale.reshape(-1)
-    return acc * (a.scale.reshape(()) if a.scale.numel() == 1 else a.scale) * b_scale
+def _float_conv(x, w, params: ConvParams):
+    fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[params.spatial]
+    s = params.spatial
+    pad = [v for i in reversed(range(s)) for v in (params.pads[i], params.pads[i + s])]
+    return fn(F.pad(x, pad), w, None, params.strides, 0, params.dilations, params.group)
+
+
+def _int_matmul(em, node, a: QTensor, b: QTensor, transpose_b: bool = False) -> Accumulator:
+    w = b.ints.t() if transpose_b else b.ints
+    if w.ndim != 2:
+        if b.scale.numel() > 1:
+            raise UnsupportedGraphError(f"{node.name}: per-channel scale on a batched MatMul operand")
+        acc = torch.matmul(a.ints.to(exact_dtype(w.shape[-2])), w.to(exact_dtype(w.shape[-2])))
+    else:
+        acc = em.matmul_products(node.name, a.ints, w)
+    scale = (a.scale.reshape(()) * b.scale.reshape(-1)).to(torch.float32)
+    return Accumulator(acc, scale if scale.numel() > 1 else scale.reshape(()))
 
 
 def _matmul(em, node, args, attrs):
     a, b = args
     if isinstance(a, QTensor) and isinstance(b, QTensor):
-        if b.scale.numel() > 1 and b.ints.ndim != 2:
-            raise UnsupportedGraphError(f"{node.name}: per-channel scale on a batched MatMul operand")
-        return _matmul_int(a, b)
+        return _int_matmul(em, node, a, b)
     return torch.matmul(em._float(a), em._float(b))
 
 
@@ -236,12 +283,10 @@ def _gemm(em, node, args, attrs):
     alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
     trans_a, trans_b = attrs.get("transA", 0), attrs.get("transB", 0)
     if isinstance(a, QTensor) and isinstance(b, QTensor) and not trans_a and alpha == 1.0:
+        out = _int_matmul(em, node, a, b, transpose_b=bool(trans_b))
         if isinstance(c, QTensor) and beta == 1.0:
-            bi = b.ints.t() if trans_b else b.ints
-            dtype = _exact_dtype(a.ints.shape[-1])
-            acc = torch.matmul(a.ints.to(dtype), bi.to(dtype)) + c.ints.to(dtype)
-            return acc.to(torch.float32) * c.scale.reshape(-1)
-        out = _matmul_int(a, b, transpose_b=bool(trans_b))
+            return Accumulator(out.acc + c.ints.to(out.acc.dtype).reshape(-1), out.scale)
+        out = em._float(out)
     else:
         av, bv = em._float(a), em._float(b)
         out = alpha * torch.matmul(av.t() if trans_a else av, bv.t() if trans_b else bv)

@@ -133,7 +133,7 @@ def _im2col(x: np.ndarray, kernel: Sequence[int], strides, pads, dilations) -> t
         taps.append(xp[(slice(None), slice(None)) + index])  # (N, C, *out)
     cols = np.stack(taps, axis=2)  # (N, C, taps, *out)
     n, c = x.shape[:2]
-    cols = cols.reshape(n, c * len(taps), -1).transpose(0, 2, 1)  # (N, P, C*taps)
+    cols = cols.reshape(n, c * len(taps), int(np.prod(out_shape))).transpose(0, 2, 1)  # (N, P, C*taps)
     return cols, out_shape
 
 
@@ -146,7 +146,8 @@ def _conv(x, w, strides, pads, dilations, group, matmul2d) -> np.ndarray:
     for g in range(group):
         cols, out_shape = _im2col(x[:, g * cg:(g + 1) * cg], w.shape[2:], strides, pads, dilations)
         wmat = w[g * mg:(g + 1) * mg].reshape(mg, -1).T  # (Cg*taps, Mg)
-        y = np.stack([matmul2d(cols[i], wmat) for i in range(n)])  # (N, P, Mg)
+        y = np.stack([matmul2d(cols[i], wmat) for i in range(n)]) if n else \
+            np.zeros((0, cols.shape[1], mg), dtype=np.int64)  # (N, P, Mg)
         outs.append(y.transpose(0, 2, 1))
     return np.concatenate(outs, axis=1).reshape((n, m) + out_shape)
 

@@ -161,3 +161,11 @@ def test_decomposed_refuses_non_decomposable():
     with pytest.raises(ValueError, match="no exact decomposition"):
         oracle.decomposed_matmul(np.zeros((1, 1), np.int8), np.zeros((1, 1), np.int8),
                                   multipliers.get("mitchell").decomposition)
+
+
+def test_empty_batches():
+    """An expert no row is routed to sees a batch of 0 rows."""
+    lut = multipliers.get("mul8s_1KVA").lut
+    out = oracle.lut_conv(np.zeros((0, 2, 5, 5), np.int64), np.ones((3, 2, 3, 3), np.int64), lut, pads=(1, 1, 1, 1))
+    assert out.shape == (0, 3, 5, 5)
+    assert oracle.lut_matmul(np.zeros((0, 4), np.int64), np.ones((4, 2), np.int64), lut).shape == (0, 2)
