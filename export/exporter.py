@@ -13,7 +13,7 @@ import onnx
 import torch
 from torch import nn
 
-from export.fp32 import INPUT_NAME, export_fp32, fold_batchnorm, max_abs_diff, module_path_of
+from export.fp32 import DEFAULT_OPSET, INPUT_NAME, export_fp32, fold_batchnorm, max_abs_diff, module_path_of
 from export.quantize import SCHEME, check_scheme, fix_uncalibrated, quantize_model
 
 PARITY_BATCHES = (1, 3, 32)
@@ -96,7 +96,7 @@ def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
 
 def export_model(model: nn.Module, config: Mapping[str, Any], data: Mapping[str, Any], out: Path,
                  calibration_batches=None, calibration: str = "minmax", fp32_only: bool = False,
-                 opset: int = 17, scale_overrides: dict[str, float] | None = None) -> ExportReport:
+                 opset: int = DEFAULT_OPSET, scale_overrides: dict[str, float] | None = None) -> ExportReport:
     """Export a model to fp32 ONNX and (unless `fp32_only`) 8-bit QDQ ONNX.
 
     Args:

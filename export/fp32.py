@@ -20,7 +20,7 @@ from torch import nn
 
 #: onnxruntime 1.2x-1.3x loads IR versions up to 10+; onnx 1.23 writes 14 by default.
 IR_VERSION = 10
-DEFAULT_OPSET = 17
+DEFAULT_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 

@@ -16,6 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from export.fp32 import DEFAULT_OPSET
 from export.quantize import CALIBRATION_METHODS
 
 
@@ -35,7 +36,8 @@ def create_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-samples", type=int, default=512, metavar="N",
                    help="training images used for calibration (default: 512)")
     p.add_argument("--fp32-only", action="store_true", help="write only the fp32 model to --out")
-    p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default: 17)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
+                   help=f"ONNX opset (default: {DEFAULT_OPSET}; 18+ has the Bitwise ops operand masks use)")
     p.add_argument("--arch", help="override the checkpoint's architecture (must match its weights)")
     p.add_argument("--topology", help="override the checkpoint's topology (must match its weights)")
     p.add_argument("--verify", type=int, default=0, metavar="N",

@@ -14,35 +14,9 @@ from export.exporter import export_model, read_metadata
 from export.quantize import ACTIVATION_ZERO_POINT, check_scheme, quantized_ops
 from runtime.ort import session
 
+from axmoe_testing import DATA, PAIRS, calibration, small_model
+
 logging.getLogger().setLevel(logging.ERROR)
-
-SMALL = {
-    "resnet20": dict(width=4),
-    "vgg11_bn": dict(width_mult=0.125),
-    "vgg19_bn": dict(width_mult=0.0625),
-    "vit_small": dict(embed_dim=32, depth=2, num_heads=2, patch_size=8),
-}
-MOE_SMALL = {"vit_small": dict(moe_blocks=[1])}
-DATA = {"dataset": "synthetic", "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
-PAIRS = [(a, t) for a in models.list_archs() for t in models.list_topologies()]
-
-
-def small_model(arch, topology, seed=0):
-    torch.manual_seed(seed)
-    options = {**SMALL[arch], **(MOE_SMALL.get(arch, {}) if topology != "dense" else {})}
-    model = models.create(arch, topology, num_classes=10, **options).eval()
-    # BatchNorm statistics away from the identity, so folding is exercised for real
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-    return model
-
-
-def calibration(n=4, seed=0):
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal((16, 3, 32, 32)).astype(np.float32) for _ in range(n)]
 
 
 @pytest.fixture(scope="module", params=PAIRS, ids=[f"{a}-{t}" for a, t in PAIRS])

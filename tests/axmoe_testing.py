@@ -1,0 +1,60 @@
+"""Helpers shared by the test packages: small models, calibration data, runners."""
+
+import json
+
+import numpy as np
+import onnx
+import torch
+
+import models
+import multipliers
+from export.emulation import QDQEmulation
+from runtime.ort import session
+
+SMALL = {
+    "resnet20": dict(width=4),
+    "vgg11_bn": dict(width_mult=0.125),
+    "vgg19_bn": dict(width_mult=0.0625),
+    "vit_small": dict(embed_dim=32, depth=2, num_heads=2, patch_size=8),
+}
+MOE_SMALL = {"vit_small": dict(moe_blocks=[1])}
+DATA = {"dataset": "synthetic", "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+PAIRS = [(a, t) for a in models.list_archs() for t in models.list_topologies()]
+
+
+def small_model(arch, topology, seed=0):
+    torch.manual_seed(seed)
+    options = {**SMALL[arch], **(MOE_SMALL.get(arch, {}) if topology != "dense" else {})}
+    model = models.create(arch, topology, num_classes=10, **options).eval()
+    # BatchNorm statistics away from the identity, so folding is exercised for real
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    return model
+
+
+def calibration(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((16, 3, 32, 32)).astype(np.float32) for _ in range(n)]
+
+
+def run_ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    return session(model.SerializeToString(), threads=1).run(None, {"input": x})[0]
+
+
+def assignment(model: onnx.ModelProto) -> dict:
+    return json.loads({p.key: p.value for p in model.metadata_props}["axmoe.assignment"])
+
+
+def run_oracle(int8: onnx.ModelProto, rewritten: onnx.ModelProto, x: np.ndarray, operand_order="xw") -> np.ndarray:
+    """The int8 model executed with the numpy oracle's products, per the pass's assignment."""
+    mults = {}
+    for name, entry in assignment(rewritten).items():
+        m = multipliers.get(entry["multiplier"])
+        if operand_order == "wx":
+            m = multipliers.Multiplier(m.name + "^T", np.ascontiguousarray(m.lut.T), m.kind)
+        mults[name] = m
+    with torch.no_grad():
+        return QDQEmulation(int8, multipliers=mults, backend="oracle")(torch.from_numpy(x)).numpy()
