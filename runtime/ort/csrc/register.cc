@@ -22,8 +22,8 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
     domain = Ort::CustomOpDomain{"axmoe"};
     // Ops and domains must outlive every session that uses them (onnxruntime keeps raw
     // pointers), so they live for the lifetime of the process.
-    static std::vector<std::unique_ptr<OrtCustomOp>> registered = axmoe::cpu::CreateOps();
-    for (auto& op : registered) domain.Add(op.get());
+    static const std::vector<OrtCustomOp*> registered = axmoe::cpu::CreateOps();
+    for (OrtCustomOp* op : registered) domain.Add(op);
     Ort::UnownedSessionOptions session_options(options);
     session_options.Add(domain);
     static std::vector<Ort::CustomOpDomain> domains;

@@ -204,6 +204,6 @@ struct ConvOp : Ort::CustomOpBase<ConvOp, ConvKernel, true> {
 
 }  // namespace
 
-std::unique_ptr<OrtCustomOp> CreateApproxConvInteger() { return std::make_unique<ConvOp>(); }
+OrtCustomOp* CreateApproxConvInteger() { return new ConvOp; }
 
 }  // namespace axmoe::cpu

@@ -109,7 +109,7 @@ Ort::Status MatMulKernel::Compute(OrtKernelContext* context) {
     p.a.flip = flip;
     p.a.stride_r = K;
     p.a.stride_k = 1;
-    p.weight = K * N ? size_t(b_off / (K * N)) : 0;
+    p.weight = K > 0 && N > 0 ? size_t(b_off / (K * N)) : 0;
     p.y = y + index * M * N;
     p.ldy_i = N;
     p.ldy_j = 1;
@@ -144,6 +144,6 @@ struct MatMulOp : Ort::CustomOpBase<MatMulOp, MatMulKernel, true> {
 
 }  // namespace
 
-std::unique_ptr<OrtCustomOp> CreateApproxMatMulInteger() { return std::make_unique<MatMulOp>(); }
+OrtCustomOp* CreateApproxMatMulInteger() { return new MatMulOp; }
 
 }  // namespace axmoe::cpu

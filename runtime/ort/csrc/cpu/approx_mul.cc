@@ -43,8 +43,8 @@ Ort::Status ApproxMul(const Ort::Custom::Tensor<int8_t>& a, const Ort::Custom::T
 
 }  // namespace
 
-std::unique_ptr<OrtCustomOp> CreateApproxMul() {
-  return std::unique_ptr<OrtCustomOp>(Ort::Custom::CreateLiteCustomOp("ApproxMul", "CPUExecutionProvider", ApproxMul));
+OrtCustomOp* CreateApproxMul() {
+  return Ort::Custom::CreateLiteCustomOp("ApproxMul", "CPUExecutionProvider", ApproxMul);
 }
 
 }  // namespace axmoe::cpu

@@ -3,12 +3,8 @@
 
 namespace axmoe::cpu {
 
-std::vector<std::unique_ptr<OrtCustomOp>> CreateOps() {
-  std::vector<std::unique_ptr<OrtCustomOp>> ops;
-  ops.push_back(CreateApproxMul());
-  ops.push_back(CreateApproxConvInteger());
-  ops.push_back(CreateApproxMatMulInteger());
-  return ops;
+std::vector<OrtCustomOp*> CreateOps() {
+  return {CreateApproxMul(), CreateApproxConvInteger(), CreateApproxMatMulInteger()};
 }
 
 }  // namespace axmoe::cpu

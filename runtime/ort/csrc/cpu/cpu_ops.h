@@ -1,18 +1,19 @@
 // CPU kernels of the axmoe custom-op domain.
 #pragma once
 
-#include <memory>
 #include <vector>
 
 #include "onnxruntime_cxx_api.h"
 
 namespace axmoe::cpu {
 
-std::unique_ptr<OrtCustomOp> CreateApproxMul();
-std::unique_ptr<OrtCustomOp> CreateApproxConvInteger();
-std::unique_ptr<OrtCustomOp> CreateApproxMatMulInteger();
+// Ops are never freed: onnxruntime keeps raw pointers to them in every session, and
+// OrtCustomOp (a C struct) has no virtual destructor to delete them through.
+OrtCustomOp* CreateApproxMul();
+OrtCustomOp* CreateApproxConvInteger();
+OrtCustomOp* CreateApproxMatMulInteger();
 
-// Creates one instance of every CPU op of the domain (owned by the caller).
-std::vector<std::unique_ptr<OrtCustomOp>> CreateOps();
+// One instance of every CPU op of the domain, alive for the rest of the process.
+std::vector<OrtCustomOp*> CreateOps();
 
 }  // namespace axmoe::cpu
