@@ -152,15 +152,16 @@ class ApproximationPass(InPlacePass):
 
     def _rewrite(self, graph: ir.Graph, op: IntegerOp, assignment: Assignment) -> bool:
         mult = assignment.multiplier
-        entry = NodeReport(op.name, op.node.op_type, "", multiplier=mult.name, reduction=op.reduction,
+        name = op.name  # before the rewrite renames anything
+        entry = NodeReport(name, op.node.op_type, "", multiplier=mult.name, reduction=op.reduction,
                            macs_per_row=_macs_per_row(op), rule=assignment.reason)
         self.report.nodes.append(entry)
-        self.assignment[op.name] = {"multiplier": mult.name, "rule": assignment.reason}
+        self.assignment[name] = {"multiplier": mult.name, "rule": assignment.reason}
         lut = mult.lut if self.plan.operand_order == "xw" else np.ascontiguousarray(mult.lut.T)
         table = mult if self.plan.operand_order == "xw" else Multiplier(f"{mult.name}^T", lut, mult.kind)
         if table.is_exact:
             entry.status, entry.lowering, entry.reason = "exact", "none", "exact multiplier: op unchanged"
-            self.assignment[op.name]["lowering"] = "none"
+            self.assignment[name]["lowering"] = "none"
             return False
         worst = int(np.abs(lut).max()) * op.reduction
         if worst >= INT32_LIMIT:
@@ -171,7 +172,7 @@ class ApproximationPass(InPlacePass):
         if lowering is None:
             entry.status, entry.reason = "skipped", why
             return False
-        builder = Builder(graph, f"axmoe/{_safe(op.name)}", bitwise=self.opset >= 18)
+        builder = Builder(graph, f"axmoe/{_safe(name)}", bitwise=self.opset >= 18)
         dec = table.decomposition
         try:
             if lowering == "decomposed" and dec.num_terms == 1 and dec.terms[0].coef == 1:
@@ -192,19 +193,18 @@ class ApproximationPass(InPlacePass):
             entry.status, entry.reason = "skipped", str(exc)
             return False
         entry.status, entry.lowering, entry.reason = "rewritten", lowering, why
-        self.assignment[op.name]["lowering"] = lowering
+        self.assignment[name]["lowering"] = lowering
         return True
 
     @staticmethod
     def _replace_output(graph: ir.Graph, op: IntegerOp, new: ir.Value) -> None:
         old = op.output
-        old.replace_all_uses_with(new)
-        if old.is_graph_output():
-            index = list(graph.outputs).index(old)
+        was_output = old.is_graph_output()
+        old.replace_all_uses_with(new, replace_graph_outputs=True)
+        if was_output:  # the graph output keeps its name
             name = old.name
             old.name = name + "_replaced"
             new.name = name
-            graph.outputs[index] = new
         for node in [*op.removable, op.node]:
             if node.graph is graph and not any(len(list(v.uses())) for v in node.outputs) \
                     and not any(v.is_graph_output() for v in node.outputs):
