@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -66,13 +65,17 @@ def train_one(topology: str, args: argparse.Namespace) -> dict[str, Any]:
             "run_dir": str(out)}
 
 
-def _median_time(fn, repeats: int) -> float:
-    times = []
+def _best_times(fns: dict[str, Any], repeats: int) -> dict[str, float]:
+    """Fastest of `repeats` runs of each function, run in turn (round robin) so that load from
+    other processes on a shared machine hits all of them alike; the minimum is the run least
+    disturbed."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in times.items()}
 
 
 def _flops(fn) -> int:
@@ -82,8 +85,9 @@ def _flops(fn) -> int:
 
 
 @torch.no_grad()
-def compute_ratio(run_dir: Path, batch_size: int, repeats: int) -> dict[str, Any]:
-    """Routed vs all-experts expert compute of every MoE layer of a trained hard model."""
+def compute_ratio(run_dir: Path, batch_size: int, repeats: int, timed_batches: int = 4) -> dict[str, Any]:
+    """Routed vs all-experts expert compute of every MoE layer of a trained hard model: FLOPs
+    over the whole test set, wall time over its first `timed_batches` batches."""
     model, checkpoint = load_model(run_dir)
     data = load_dataset("fashion-mnist", "test", checkpoint["data"]["image_size"])
     layers = model.moe_layers()
@@ -96,36 +100,37 @@ def compute_ratio(run_dir: Path, batch_size: int, repeats: int) -> dict[str, Any
         hook.remove()
     report: dict[str, Any] = {}
     for name, layer in layers.items():
-        xs = inputs[name]
         experts = list(layer.experts)
 
-        def routed() -> None:
+        def routed(xs: list[torch.Tensor]) -> None:
             for x in xs:
                 layer(x)
 
-        def every() -> None:
+        def every(xs: list[torch.Tensor]) -> None:
             for x in xs:
                 for expert in experts:
                     expert(x)
 
-        def one() -> None:
+        def one(xs: list[torch.Tensor]) -> None:
             for x in xs:
                 experts[0](x)
 
+        xs = inputs[name]
         # Gate FLOPs (a D x E matmul per row) are counted on the routed side too.
-        flops_routed, flops_all = _flops(routed), _flops(every)
-        routed(), every()  # warm-up
-        t_routed = _median_time(routed, repeats)
-        t_all = _median_time(every, repeats)
-        t_one = _median_time(one, repeats)
+        flops_routed, flops_all = _flops(lambda: routed(xs)), _flops(lambda: every(xs))
+        timed = xs[:timed_batches]
+        routed(timed), every(timed)  # warm-up
+        best = _best_times({"routed": lambda: routed(timed), "all": lambda: every(timed),
+                            "one": lambda: one(timed)}, repeats)
         report[name] = {
             "num_experts": len(experts), "rows": sum(x.shape[0] for x in xs),
             "input_shape": list(xs[0].shape[1:]),
             "flops_routed": flops_routed, "flops_all_experts": flops_all,
             "flop_ratio": flops_routed / flops_all,
-            "time_routed_s": round(t_routed, 4), "time_all_experts_s": round(t_all, 4),
-            "time_one_expert_s": round(t_one, 4),
-            "time_ratio": t_routed / t_all, "expected_ratio": 1 / len(experts)}
+            "timed_rows": sum(x.shape[0] for x in timed), "timing": f"best of {repeats}",
+            "time_routed_s": round(best["routed"], 4), "time_all_experts_s": round(best["all"], 4),
+            "time_one_expert_s": round(best["one"], 4),
+            "time_ratio": best["routed"] / best["all"], "expected_ratio": 1 / len(experts)}
     return report
 
 
@@ -141,16 +146,19 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
     for run in result["runs"]:
         name = "ResNet-20 dense" if run["topology"] == "dense" else \
             f"ResNet-20 hard MoE ({run['config']['options']['num_experts']} experts, top-1)"
+        total = f"{run['total_wall_time_s'] / 60:.1f} min" if run["total_wall_time_s"] else "n/a"
         lines.append(f"| {name} | {100 * run['test_acc']:.2f} % | {run['train_wall_time_s'] / 60:.1f} min | "
-                     f"{run['total_wall_time_s'] / 60:.1f} min | {run['steps']} | {run['params']:,} |")
+                     f"{total} | {run['steps']} | {run['params']:,} |")
     target = result["target_test_acc"]
     met = all(run["test_acc"] >= target for run in result["runs"])
     lines += ["", f"Target: >= {100 * target:.0f} % test accuracy for both: {'met' if met else 'NOT met'}.", ""]
     if result.get("compute"):
         lines += ["## Expert compute, hard top-1 vs all experts", "",
-                  "Over the 10,000 test images, at each MoE layer: the layer's own forward (gate + "
-                  "sparse dispatch of each image to its top-1 expert) against running every "
-                  "expert on every image.", "",
+                  "At each MoE layer: the layer's own forward (gate + sparse dispatch of each "
+                  "image to its top-1 expert) against running every expert on every image. FLOPs "
+                  "over the 10,000 test images (torch.utils.flop_counter); wall time over the "
+                  f"first {next(iter(result['compute'].values()))['timed_rows']} of them, fastest "
+                  "of several round-robin repeats (the machine is shared).", "",
                   "| layer | experts | FLOP ratio | wall-time ratio | expected (1/E) | routed | all experts | one expert |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, r in result["compute"].items():
@@ -178,7 +186,7 @@ def cpu_name() -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=6, help="epochs per model (default: 6)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--experts", type=int, default=4)
@@ -186,7 +194,7 @@ def main() -> None:
     p.add_argument("--topologies", default="dense,hard", help="comma list (default: dense,hard)")
     p.add_argument("--work", type=Path, default=REPO / ".cache" / "bench" / "train_fashion_mnist")
     p.add_argument("--results", type=Path, default=RESULTS)
-    p.add_argument("--repeats", type=int, default=5, help="timing repeats of the compute ratio")
+    p.add_argument("--repeats", type=int, default=7, help="timing repeats of the compute ratio")
     p.add_argument("--skip-training", action="store_true", help="reuse the runs in --work")
     args = p.parse_args()
 

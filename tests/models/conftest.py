@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 #: options giving each arch a model small enough for fast CPU tests
 SMALL = {
@@ -20,6 +21,16 @@ SMALL = {
     "vit_small": {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 4, "num_heads": 2},
 }
 SIZE = {"resnet20": 32, "vgg11_bn": 32, "vgg19_bn": 32, "vit_small": 16}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is fastest, and two test workers on two cores then do not
+    oversubscribe them (spinning OpenMP threads slow everything down)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -9,12 +9,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 
 def _idx(path: Path, array: np.ndarray) -> None:
     header = b"\x00\x00\x08" + bytes([array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     with gzip.open(path, "wb") as f:
         f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is fastest, and two test workers on two cores then do not
+    oversubscribe them (spinning OpenMP threads slow everything down)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -44,5 +55,5 @@ def tiny_args(data_dir, tmp_path):
         return ["--arch", "resnet20", "--dataset", "fashion-mnist", "--data-dir", str(data_dir),
                 "--model-opt", "width=4", "--batch-size", "16", "--eval-batch-size", "32",
                 "--epochs", "1", "--out", str(out or tmp_path / "run"), "--no-progress",
-                "--log-every", "2", *extra]
+                "--log-every", "2", "--threads", "1", *extra]
     return make
