@@ -101,7 +101,7 @@ class DotGemmTester {
     std::vector<uint8_t> masks(terms_);
     for (auto& m : masks) m = uint8_t(Rand(0, 255));
     if (terms_) masks[0] = 0xFF;
-    std::vector<int8_t> act(k4_ * lanes_ * 4 + 64), wts(terms_ * ld_term + 64);
+    std::vector<int8_t> act(k4_ * (lanes_ + 16 * pad_) * 4 + 64), wts(terms_ * ld_term + 64);
     for (auto& v : act) v = int8_t(Rand(-128, 127));
     for (auto& v : wts) v = int8_t(Rand(-128, 127));
     std::vector<int32_t> wsum(terms_ * ld_wsum + 1);
@@ -112,7 +112,7 @@ class DotGemmTester {
         wsum[term * ld_wsum + t] = s;
       }
     std::vector<int32_t> want(nt_ * lanes_, 7), got(nt_ * lanes_, -7);
-    kernels::DotGemmArgs args{masks.data(), terms_, act.data(), lanes_, k4_, wts.data(), ld_term, ld_t,
+    kernels::DotGemmArgs args{masks.data(), terms_, act.data(), lanes_ + 16 * pad_, lanes_, k4_, wts.data(), ld_term, ld_t,
                               wsum.data(), ld_wsum, nt_, want.data()};
     ScalarVariant().dot(args);
     args.out = got.data();
@@ -288,7 +288,7 @@ void RunBench() {
   for (size_t i = 0; i < nt; ++i) wsum.data()[i] = 0;
   const uint8_t mask = 0xFF;
   for (const KernelVariant* v : SupportedVariants()) {
-    kernels::DotGemmArgs args{&mask, terms, act.data(), dl, k4, wts.data(), nt * k4 * 4, k4 * 4, wsum.data(), nt, nt,
+    kernels::DotGemmArgs args{&mask, terms, act.data(), dl, dl, k4, wts.data(), nt * k4 * 4, k4 * 4, wsum.data(), nt, nt,
                               dout.data()};
     const double s = Seconds([&] { v->dot(args); });
     std::printf("%-32s %8.2f GMAC/s per term  (lanes %zu, K %zu, rows %zu)\n", v->dot_name,

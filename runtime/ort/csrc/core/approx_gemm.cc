@@ -1,6 +1,7 @@
 #include "core/approx_gemm.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstring>
 #include <thread>
@@ -10,28 +11,36 @@
 
 namespace axmoe {
 
-enum Mode { kLutLanesI = 0, kLutLanesJ = 1, kDot = 2 };
+// Which operand runs along the kernel's vector lanes, and which path computes the products.
+enum Mode {
+  kLutLanesI,  // general LUT, lanes over activations (tables indexed by weights)
+  kLutLanesJ,  // general LUT, lanes over weights (tables indexed by activations)
+  kDotLanesI,  // decomposed, lanes over activations, folded weights broadcast
+  kDotLanesJ,  // decomposed with the operands swapped: lanes over weights, folded activations broadcast
+};
 
 struct PreparedWeights {
   std::shared_ptr<const LutPlan> plan;  // keeps the plan (and its address) alive
   int mode = 0;
-  size_t stride = 0;                    // bytes (elements) per weight view
+  size_t stride = 0;                    // elements per weight view
   AlignedBuffer<uint8_t> index;         // kLutLanesI: [J][K] rows; kLutLanesJ: [K][Jpad]
-  AlignedBuffer<int8_t> dot;            // kDot: [terms][J][4 * k4]
-  AlignedBuffer<int32_t> wsum;          // kDot: [terms][J]
+  AlignedBuffer<int8_t> dot;            // kDotLanesI: [terms][J][4 k4] folded; kDotLanesJ: [k4][Jpad][4] raw
+  AlignedBuffer<int32_t> wsum;          // kDotLanesI: [terms][J]
   size_t wsum_stride = 0;
 };
 
 namespace {
 
-constexpr size_t kLutLanes = 256;  // lanes per LUT-path tile (4 vectors of 64)
-constexpr size_t kDotLanes = 64;   // lanes per decomposed-path tile (4 vectors of 16)
+constexpr size_t kLutLanes = 256;     // lanes per LUT-path tile (4 vectors of 64)
+constexpr size_t kDotLanes = 64;      // lanes per decomposed tile over activations (4 vectors of 16)
+constexpr size_t kDotLanesWide = 256;  // ... over prepared weights (less repacking of activation rows)
 
 size_t RoundUp(size_t x, size_t m) { return (x + m - 1) / m * m; }
 
 struct Scratch {
   AlignedBuffer<uint8_t> index;
   AlignedBuffer<int8_t> act;
+  AlignedBuffer<int32_t> sums;
   AlignedBuffer<int32_t> tile;
 };
 Scratch& ThreadScratch() {
@@ -39,8 +48,49 @@ Scratch& ThreadScratch() {
   return scratch;
 }
 
-// conv: the C4 layout of the decomposed path's conv inputs (null for dense activations),
-// whose reduction order k' the packed weights follow.
+// out[term * ld_term + t * ldt + k'] = beta_term(value(r0 + t, k)) for the k that k' reads
+// (kmap; -1: zero), sums[term * ld_sum + t] = sum over k'. v is dense.
+template <typename KMap>
+void PackFolded(const OperandView& v, int64_t r0, size_t nr, size_t ldt, const std::vector<std::array<int8_t, 256>>& beta,
+                KMap kmap, int8_t* out, size_t ld_term, int32_t* sums, size_t ld_sum) {
+  const uint8_t flip = v.flip ^ 0x80;  // stored byte -> value + 128, the table index
+  for (size_t term = 0; term < beta.size(); ++term) {
+    const int8_t* table = beta[term].data();
+    for (size_t t = 0; t < nr; ++t) {
+      const uint8_t* row = v.data + (r0 + int64_t(t)) * v.stride_r;
+      int8_t* o = out + term * ld_term + t * ldt;
+      int32_t sum = 0;
+      for (size_t k = 0; k < ldt; ++k) {
+        const int64_t src = kmap(k);
+        o[k] = src < 0 ? 0 : table[row[src * v.stride_k] ^ flip];
+        sum += o[k];
+      }
+      sums[term * ld_sum + t] = sum;
+    }
+  }
+}
+
+// The same for rows with contiguous k (MatMul activations), per term c * int8(x & mask):
+// straight-line byte arithmetic the compiler vectorises, for packing inside every tile.
+void PackFoldedRows(const OperandView& v, int64_t r0, size_t nr, size_t K, size_t ldt, const std::vector<MaskTerm>& terms,
+                    const std::vector<uint8_t>& masks, int8_t* out, size_t ld_term, int32_t* sums, size_t ld_sum) {
+  for (size_t term = 0; term < terms.size(); ++term) {
+    const int8_t coef = static_cast<int8_t>(terms[term].coef), mask = static_cast<int8_t>(masks[term]);
+    const int8_t flip = static_cast<int8_t>(v.flip);
+    for (size_t t = 0; t < nr; ++t) {
+      const int8_t* row = reinterpret_cast<const int8_t*>(v.data + (r0 + int64_t(t)) * v.stride_r);
+      int8_t* o = out + term * ld_term + t * ldt;
+      int32_t sum = 0;
+      for (size_t k = 0; k < K; ++k) {
+        o[k] = static_cast<int8_t>(coef * static_cast<int8_t>((row[k] ^ flip) & mask));
+        sum += o[k];
+      }
+      std::memset(o + K, 0, ldt - K);
+      sums[term * ld_sum + t] = sum;
+    }
+  }
+}
+
 std::shared_ptr<PreparedWeights> Prepare(const GemmBatch& b, const std::shared_ptr<const LutPlan>& plan, int mode,
                                          const C4Layout* conv, const ParallelFor& parallel_for) {
   auto p = std::make_shared<PreparedWeights>();
@@ -56,27 +106,25 @@ std::shared_ptr<PreparedWeights> Prepare(const GemmBatch& b, const std::shared_p
     p->stride = K * jpad;
     p->index.Resize(nw * p->stride);
     parallel_for(nw, [&](size_t w) { PackIndexKMajor(b.weights[w], 0, b.J, b.K, jpad, p->index.data() + w * p->stride); });
-  } else {
+  } else if (mode == kDotLanesI) {
+    // Reduction order: k' = k, or the C4 conv order (conv_c4.h).
     const size_t terms = plan->dot_masks.size(), ldt = conv ? size_t(4 * conv->k4()) : RoundUp(K, 4);
     p->stride = terms * J * ldt;
     p->wsum_stride = terms * J;
     p->dot.Resize(nw * p->stride);
     p->wsum.Resize(nw * p->wsum_stride);
+    const ConvGeometry* geo = b.problems[0].a.geo;
+    auto kmap = [&](size_t k) { return conv ? C4OriginalK(*geo, *conv, int64_t(k)) : (k < K ? int64_t(k) : -1); };
     parallel_for(nw, [&](size_t w) {
-      const OperandView& v = b.weights[w];
-      for (size_t term = 0; term < terms; ++term) {
-        const int8_t* beta = plan->dot_beta[term].data();
-        for (size_t j = 0; j < J; ++j) {
-          int8_t* o = p->dot.data() + w * p->stride + (term * J + j) * ldt;
-          int32_t sum = 0;
-          for (size_t k = 0; k < ldt; ++k) {
-            const int64_t src = conv ? C4OriginalK(*b.problems[0].a.geo, *conv, int64_t(k)) : (k < K ? int64_t(k) : -1);
-            o[k] = src < 0 ? 0 : beta[uint8_t(v.At(int64_t(j), src)) ^ 0x80];
-            sum += o[k];
-          }
-          p->wsum.data()[w * p->wsum_stride + term * J + j] = sum;
-        }
-      }
+      PackFolded(b.weights[w], 0, J, ldt, plan->dot_beta, kmap, p->dot.data() + w * p->stride, J * ldt,
+                 p->wsum.data() + w * p->wsum_stride, J);
+    });
+  } else {
+    const size_t k4 = (K + 3) / 4, jpad = RoundUp(J, 16);
+    p->stride = k4 * jpad * 4;
+    p->dot.Resize(nw * p->stride);
+    parallel_for(nw, [&](size_t w) {
+      PackActK4(b.weights[w], 0, b.J, b.K, jpad, p->dot.data() + w * p->stride, ThreadScratch().index.Resize(K * jpad));
     });
   }
   return p;
@@ -90,6 +138,20 @@ void Scatter(const int32_t* tile, size_t lanes, size_t nt, size_t nl, int32_t* y
     for (size_t l = 0; l < nl; ++l)
       for (size_t t = 0; t < nt; ++t) y[int64_t(l) * ld_l + int64_t(t) * ld_t] = tile[t * lanes + l];
   }
+}
+
+int ChooseMode(const GemmBatch& b, const LutPlan& plan, PathChoice path, bool conv) {
+  const size_t I = size_t(b.I), J = size_t(b.J);
+  // Lanes over the dimension that leaves fewer padded lanes. Conv outputs favour lanes over
+  // positions (I: rows of the output plane are contiguous, and the C4 layout), so J must be
+  // clearly better there; MatMul outputs favour lanes over J (rows of Y are contiguous).
+  auto lanes_j = [&](size_t unit) {
+    const size_t pad_i = RoundUp(I, unit) * J, pad_j = RoundUp(J, unit) * I;
+    return conv ? pad_j * 10 < pad_i * 9 : pad_j * 10 <= pad_i * 11;
+  };
+  if (plan.dot_ok && path != PathChoice::kLut)
+    return !conv && plan.dot_swapped_ok && lanes_j(16) ? kDotLanesJ : kDotLanesI;
+  return lanes_j(64) ? kLutLanesJ : kLutLanesI;
 }
 
 }  // namespace
@@ -118,19 +180,14 @@ std::string RunApproxGemm(const GemmBatch& b, const std::shared_ptr<const LutPla
     return "AXMOE_PATH=decomposed, but this LUT cannot take the decomposed path (" + plan.dot_reason + ")";
   if (b.problems.empty() || b.I == 0 || b.J == 0) return "";
   const size_t I = size_t(b.I), J = size_t(b.J), K = size_t(b.K);
-
-  const bool dot = plan.dot_ok && options.path != PathChoice::kLut;
+  const bool conv_input = b.problems[0].a.im2col;
+  const int mode = ChooseMode(b, plan, options.path, conv_input);
+  const bool dot = mode == kDotLanesI || mode == kDotLanesJ;
   const KernelVariant* variant = options.variant;
-  int mode = kDot;
-  if (!dot) {
-    // Lanes over J (tables indexed by weights) when that leaves clearly fewer padded lanes.
-    const size_t pad_i = RoundUp(I, 64) * J, pad_j = RoundUp(J, 64) * I;
-    mode = pad_j * 5 < pad_i * 4 ? kLutLanesJ : kLutLanesI;
-    if (variant->lut_needs_planes && !plan.fits_int16) variant = &ScalarVariant();
-  }
+  if (!dot && variant->lut_needs_planes && !plan.fits_int16) variant = &ScalarVariant();
 
   // Conv inputs on the decomposed path: channel-interleaved padded images, built once per call.
-  const bool conv = mode == kDot && b.problems[0].a.im2col;
+  const bool conv = mode == kDotLanesI && conv_input;
   C4Layout layout{};
   AlignedBuffer<int8_t> images;
   if (conv) {
@@ -154,34 +211,39 @@ std::string RunApproxGemm(const GemmBatch& b, const std::shared_ptr<const LutPla
   }
   const PreparedWeights& pw = *prepared;
 
-  // Tiles: lanes over L (I, or J for kLutLanesJ), output rows over T; split T when there
-  // are too few tiles to keep every thread busy.
-  const size_t L = mode == kLutLanesJ ? J : I, T = mode == kLutLanesJ ? I : J;
+  // Tiles: lanes over L, output rows over T; split T when there are too few tiles to keep
+  // every thread busy.
+  const bool lanes_j = mode == kLutLanesJ || mode == kDotLanesJ;
+  const size_t L = lanes_j ? J : I, T = lanes_j ? I : J;
   const size_t lane_unit = dot ? 16 : 64;
-  const size_t panel = std::min(RoundUp(L, lane_unit), dot ? kDotLanes : kLutLanes);
+  const size_t max_panel = mode == kDotLanesI ? kDotLanes : mode == kDotLanesJ ? kDotLanesWide : kLutLanes;
+  const size_t panel = std::min(RoundUp(L, lane_unit), max_panel);
   const size_t panels = (L + panel - 1) / panel;
   const size_t min_tasks = options.min_tasks ? options.min_tasks
                                              : 2 * std::max(1u, std::thread::hardware_concurrency());
-  size_t rows = T;
+  // Rows whose activations a tile packs itself (lanes over J) are capped so they stay in cache.
+  size_t rows = mode == kDotLanesJ ? std::min<size_t>(T, 96) : mode == kLutLanesJ ? std::min<size_t>(T, 256) : T;
   while (b.problems.size() * panels * ((T + rows - 1) / rows) < min_tasks && rows > 8) rows = (rows + 1) / 2;
   const size_t blocks = (T + rows - 1) / rows;
   const size_t tasks = b.problems.size() * panels * blocks;
-
-  // Activation panels: packed by the task that uses them, or once up front and shared when
-  // the output rows of a panel are split over several tasks.
   const size_t k4 = conv ? size_t(layout.k4()) : (K + 3) / 4;
-  const size_t panel_bytes = mode == kDot ? k4 * panel * 4 : K * panel;
+  const size_t terms = plan.dot_masks.size();
+
+  // Lane-side panels of activations (kLutLanesI, kDotLanesI): packed by the task that uses
+  // them, or once up front and shared when a panel's output rows are split over tasks.
+  const bool packs_lanes = mode == kLutLanesI || mode == kDotLanesI;
+  const size_t panel_bytes = mode == kDotLanesI ? k4 * panel * 4 : K * panel;
   auto pack = [&](const GemmProblem& p, size_t pi, size_t l0, size_t nl, size_t lanes, uint8_t* dst, Scratch& s) {
-    if (mode == kDot && conv) {
+    if (conv) {
       PackC4Panel(*p.a.geo, layout, images.data() + pi * layout.bytes(), int64_t(l0), int64_t(nl), lanes,
                   reinterpret_cast<int8_t*>(dst));
-    } else if (mode == kDot) {
+    } else if (mode == kDotLanesI) {
       PackActK4(p.a, int64_t(l0), int64_t(nl), b.K, lanes, reinterpret_cast<int8_t*>(dst), s.index.Resize(K * lanes));
     } else {
       PackIndexKMajor(p.a, int64_t(l0), int64_t(nl), b.K, lanes, dst);
     }
   };
-  const bool shared = blocks > 1 && mode != kLutLanesJ;
+  const bool shared = blocks > 1 && packs_lanes;
   AlignedBuffer<uint8_t> panels_buf;
   std::atomic<bool> failed{false};
   if (shared) {
@@ -210,7 +272,7 @@ std::string RunApproxGemm(const GemmBatch& b, const std::shared_ptr<const LutPla
     Scratch& s = ThreadScratch();
     int32_t* tile = s.tile.Resize(nt * lanes);
     const uint8_t* packed = nullptr;
-    if (mode != kLutLanesJ) {
+    if (packs_lanes) {
       if (shared) {
         packed = panels_buf.data() + (pi * panels + pan) * panel_bytes;
       } else {
@@ -219,27 +281,38 @@ std::string RunApproxGemm(const GemmBatch& b, const std::shared_ptr<const LutPla
         packed = dst;
       }
     }
-    if (mode == kDot) {
+    // y of tile element (t, l): rows t along T, lanes l along L.
+    int32_t* y = lanes_j ? p.y + int64_t(t0) * p.ldy_i + int64_t(l0) * p.ldy_j
+                         : p.y + int64_t(l0) * p.ldy_i + int64_t(t0) * p.ldy_j;
+    const int64_t ld_t = lanes_j ? p.ldy_i : p.ldy_j, ld_l = lanes_j ? p.ldy_j : p.ldy_i;
+    if (mode == kDotLanesI) {
       const size_t ldt = 4 * k4;
-      kernels::DotGemmArgs args{plan.dot_masks.data(), plan.dot_masks.size(), reinterpret_cast<const int8_t*>(packed),
-                                lanes, k4, pw.dot.data() + p.weight * pw.stride + t0 * ldt, J * ldt, ldt,
+      kernels::DotGemmArgs args{plan.dot_masks.data(), terms, reinterpret_cast<const int8_t*>(packed), lanes, lanes, k4,
+                                pw.dot.data() + p.weight * pw.stride + t0 * ldt, J * ldt, ldt,
                                 pw.wsum.data() + p.weight * pw.wsum_stride + t0, J, nt, tile};
       variant->dot(args);
-      Scatter(tile, lanes, nt, nl, p.y + int64_t(l0) * p.ldy_i + int64_t(t0) * p.ldy_j, p.ldy_j, p.ldy_i);
+    } else if (mode == kDotLanesJ) {
+      // Activation rows t0 .. t0 + nt folded per term: the broadcast operand.
+      const size_t ldt = 4 * k4, jpad = RoundUp(J, 16);
+      int8_t* folded = s.act.Resize(terms * nt * ldt);
+      int32_t* sums = s.sums.Resize(terms * nt);
+      PackFoldedRows(p.a, int64_t(t0), nt, K, ldt, plan.decomposition.terms, plan.dot_masks, folded,
+                     nt * ldt, sums, nt);
+      kernels::DotGemmArgs args{plan.dot_masks_swapped.data(), terms, pw.dot.data() + p.weight * pw.stride + l0 * 4,
+                                jpad, lanes, k4, folded, nt * ldt, ldt, sums, nt, nt, tile};
+      variant->dot(args);
     } else if (mode == kLutLanesI) {
       kernels::LutGemmArgs args{plan.by_weight.data(), plan.fits_int16 ? plan.planes_by_weight.data() : nullptr,
                                 packed, lanes, lanes, K, pw.index.data() + p.weight * pw.stride + t0 * K, K, nt, tile};
       variant->lut(args);
-      Scatter(tile, lanes, nt, nl, p.y + int64_t(l0) * p.ldy_i + int64_t(t0) * p.ldy_j, p.ldy_j, p.ldy_i);
     } else {
       uint8_t* sel = s.index.Resize(nt * K + 64);
       PackIndexRows(p.a, int64_t(t0), int64_t(nt), b.K, K, sel);
-      const size_t jpad = RoundUp(J, 64);
       kernels::LutGemmArgs args{plan.by_act(), plan.fits_int16 ? plan.planes_by_act.data() : nullptr,
-                                pw.index.data() + p.weight * pw.stride + l0, jpad, lanes, K, sel, K, nt, tile};
+                                pw.index.data() + p.weight * pw.stride + l0, RoundUp(J, 64), lanes, K, sel, K, nt, tile};
       variant->lut(args);
-      Scatter(tile, lanes, nt, nl, p.y + int64_t(t0) * p.ldy_i + int64_t(l0) * p.ldy_j, p.ldy_i, p.ldy_j);
     }
+    Scatter(tile, lanes, nt, nl, y, ld_t, ld_l);
   };
 
   parallel_for(tasks, [&](size_t task) {

@@ -26,6 +26,23 @@ void BuildPlanes(const int32_t* tables, AlignedBuffer<uint8_t>& planes) {
   }
 }
 
+// Per-term int8 operand tables c_t * int8(x & mask_t) for x = -128..127, or false when one
+// does not fit int8.
+bool FoldedOperands(const std::vector<MaskTerm>& terms, bool weight_side, std::vector<std::array<int8_t, 256>>* out) {
+  out->clear();
+  for (const MaskTerm& t : terms) {
+    std::array<int8_t, 256> beta{};
+    const uint8_t mask = weight_side ? t.mask_b : t.mask_a;
+    for (int x = -128; x < 128; ++x) {
+      const int64_t v = t.coef * static_cast<int8_t>(static_cast<uint8_t>(x) & mask);
+      if (v < -128 || v > 127) return false;
+      beta[x + 128] = static_cast<int8_t>(v);
+    }
+    out->push_back(beta);
+  }
+  return true;
+}
+
 void PlanDotPath(LutPlan& plan) {
   const BitDecomposition& d = plan.decomposition;
   if (!d.exact) {
@@ -37,21 +54,17 @@ void PlanDotPath(LutPlan& plan) {
                       "): the general LUT path is cheaper";
     return;
   }
-  for (const MaskTerm& t : d.terms) {
-    std::array<int8_t, 256> beta{};
-    for (int b = -128; b < 128; ++b) {
-      const int64_t v = t.coef * static_cast<int8_t>(static_cast<uint8_t>(b) & t.mask_b);
-      if (v < -128 || v > 127) {
-        plan.dot_reason = "term " + std::to_string(t.coef) + "*(b & mask) does not fit an int8 weight";
-        plan.dot_masks.clear();
-        plan.dot_beta.clear();
-        return;
-      }
-      beta[b + 128] = static_cast<int8_t>(v);
-    }
-    plan.dot_masks.push_back(t.mask_a);
-    plan.dot_beta.push_back(beta);
+  if (!FoldedOperands(d.terms, true, &plan.dot_beta)) {
+    plan.dot_reason = "a term's coefficient times the masked weight does not fit an int8 weight";
+    plan.dot_beta.clear();
+    return;
   }
+  for (const MaskTerm& t : d.terms) {
+    plan.dot_masks.push_back(t.mask_a);
+    plan.dot_masks_swapped.push_back(t.mask_b);
+  }
+  std::vector<std::array<int8_t, 256>> folded_activations;
+  plan.dot_swapped_ok = FoldedOperands(d.terms, false, &folded_activations);
   plan.dot_ok = true;
 }
 

@@ -36,6 +36,11 @@ struct LutPlan {
   std::string dot_reason;             // why not
   std::vector<uint8_t> dot_masks;     // [terms] activation masks
   std::vector<std::array<int8_t, 256>> dot_beta;  // [terms][b + 128] = c_t * int8(b & mb_t)
+  // The same terms with the operands' roles swapped (weights masked in the kernel, the
+  // activation side folded to c_t * int8(a & ma_t)), for GEMMs whose weight dimension makes
+  // better lanes; ok when every folded activation fits int8.
+  bool dot_swapped_ok = false;
+  std::vector<uint8_t> dot_masks_swapped;  // [terms] weight masks
 
   const int32_t* by_act() const { return lut.data(); }
   std::string Describe() const;       // one line: path and formula or reason

@@ -84,11 +84,16 @@ Ort::Status MatMulKernel::Compute(OrtKernelContext* context) {
   gemm.I = M;
   gemm.J = N;
   gemm.K = K;
+  // One B for the whole batch: A's batch is just more rows of one GEMM (longer lanes).
+  int64_t b_count = 1;
+  for (size_t d = 0; d < b_batch; ++d) b_count *= b_shape[d];
+  if (b_count == 1) {
+    gemm.I = count * M;
+    count = 1;
+  }
   const uint8_t* ad = static_cast<const uint8_t*>(A.data);
   const uint8_t* bd = static_cast<const uint8_t*>(B.data);
   // One weight view per B matrix; broadcasting only repeats them.
-  int64_t b_count = 1;
-  for (size_t d = 0; d < b_batch; ++d) b_count *= b_shape[d];
   for (int64_t i = 0; i < b_count; ++i) {
     OperandView bv;
     bv.data = bd + i * K * N;
@@ -110,7 +115,7 @@ Ort::Status MatMulKernel::Compute(OrtKernelContext* context) {
     p.a.stride_r = K;
     p.a.stride_k = 1;
     p.weight = K > 0 && N > 0 ? size_t(b_off / (K * N)) : 0;
-    p.y = y + index * M * N;
+    p.y = y + index * gemm.I * N;
     p.ldy_i = N;
     p.ldy_j = 1;
     gemm.problems.push_back(p);

@@ -12,6 +12,8 @@
 // with alpha_term(a) = int8(a & mask[term]) (bit 7 weighs -128) and wts the term's
 // coefficient times the masked weight, already int8. act holds raw signed activations,
 // [K4][lanes][4] (4 consecutive k per lane: the VNNI layout), lanes a multiple of 16.
+// (The driver may hand the kernel the weights as act and the activations as wts, with the
+// decomposition's operands swapped: the sum is the same.)
 // wsum[term][t] = sum_k wts[term][t][k] lets u8 x s8 dot products undo the +128 offset.
 //
 // Every kernel wraps int32 sums modulo 2^32, exactly as int32 accumulators do.
@@ -39,7 +41,8 @@ using LutGemmFn = void (*)(const LutGemmArgs&);
 struct DotGemmArgs {
   const uint8_t* masks;   // [nterms] activation masks
   size_t nterms;
-  const int8_t* act;      // [k4][lanes][4]
+  const int8_t* act;      // [k4][ldact][4]: row k4 at act + k4 * ldact * 4
+  size_t ldact;           // >= lanes
   size_t lanes;           // multiple of 16
   size_t k4;
   const int8_t* wts;      // [nterms][ld_term / ld_t][ld_t], row t of term at wts + term*ld_term + t*ld_t

@@ -23,7 +23,7 @@ void Tile(const DotGemmArgs& a, size_t t0, size_t l0) {
     const __m128i mask = _mm_set1_epi8(static_cast<char>(a.masks[term]));
     const int8_t* w = a.wts + term * a.ld_term + t0 * a.ld_t;
     const int8_t* x = a.act + l0 * 4;
-    for (size_t k4 = 0; k4 < a.k4; ++k4, x += a.lanes * 4) {
+    for (size_t k4 = 0; k4 < a.k4; ++k4, x += a.ldact * 4) {
       __m256i u[kVecs];
       for (int v = 0; v < kVecs; ++v)
         u[v] = _mm256_cvtepi8_epi16(_mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 16 * v)), mask));

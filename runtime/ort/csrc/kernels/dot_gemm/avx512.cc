@@ -31,7 +31,7 @@ void Tile(const DotGemmArgs& a, size_t t0, size_t l0) {
     const __m512i flip = _mm512_set1_epi8(static_cast<char>(a.masks[term] & 0x80));
     const int8_t* w = a.wts + term * a.ld_term + t0 * a.ld_t;
     const int8_t* x = a.act + l0 * 4;
-    for (size_t k4 = 0; k4 < a.k4; ++k4, x += a.lanes * 4) {
+    for (size_t k4 = 0; k4 < a.k4; ++k4, x += a.ldact * 4) {
       __m512i u[NV];
       for (int v = 0; v < NV; ++v)  // (x & mask) ^ flip
         u[v] = _mm512_ternarylogic_epi32(_mm512_loadu_si512(x + 64 * v), mask, flip, 0x6A);

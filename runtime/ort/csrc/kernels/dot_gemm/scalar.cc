@@ -17,7 +17,7 @@ void dot_gemm_i32__scalar_u1(const DotGemmArgs& a) {
       const int8_t* w = a.wts + term * a.ld_term + t * a.ld_t;
       for (size_t k4 = 0; k4 < a.k4; ++k4) {
         const int32_t w0 = w[4 * k4], w1 = w[4 * k4 + 1], w2 = w[4 * k4 + 2], w3 = w[4 * k4 + 3];
-        const int8_t* x = a.act + k4 * a.lanes * 4;
+        const int8_t* x = a.act + k4 * a.ldact * 4;
         for (size_t l = 0; l < a.lanes; ++l, x += 4) {
           const int32_t s = static_cast<int8_t>(x[0] & mask) * w0 + static_cast<int8_t>(x[1] & mask) * w1 +
                             static_cast<int8_t>(x[2] & mask) * w2 + static_cast<int8_t>(x[3] & mask) * w3;
