@@ -1,10 +1,30 @@
 """axmoe passes: rewrite quantized ONNX models to use approximate multipliers.
 
-    from passes import approximate
+    from passes.approximate import approximate
     model, report = approximate("model.int8.onnx", {"multiplier": "mul8s_1L2L"})
+
+(`passes.approximate` is the module behind `python -m passes.approximate`; the function of
+the same name lives in it.) Attributes load lazily, so `python -m` runs the module once.
 """
 
-from passes.approximate import ApproximationPass, Report, approximate
-from passes.plan import Plan, PlanError, load_plan, plan_from_dict
+from __future__ import annotations
 
-__all__ = ["ApproximationPass", "Report", "approximate", "Plan", "PlanError", "load_plan", "plan_from_dict"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ApproximationPass": "passes.approximate",
+    "Report": "passes.approximate",
+    "Plan": "passes.plan",
+    "PlanError": "passes.plan",
+    "load_plan": "passes.plan",
+    "plan_from_dict": "passes.plan",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'passes' has no attribute {name!r}")

@@ -157,14 +157,15 @@ def load_plan(path: str | Path) -> Plan:
 
 
 def expert_index(name: str) -> int | None:
-    found = EXPERT.findall(name)
-    return int(found[-1]) if found else None
+    """Expert index from a node name ('/stages/stages.2/experts.1/experts.1.0/conv1/Conv' -> 1)."""
+    match = EXPERT.search(name)
+    return int(match.group(1)) if match else None
 
 
 def moe_layer_of(name: str) -> str | None:
-    """Name prefix shared by the experts of one MoE layer ('.../stages.2/experts.')."""
-    match = list(EXPERT.finditer(name))
-    return name[:match[-1].start()] if match else None
+    """Name prefix shared by the experts of one MoE layer ('/stages/stages.2/')."""
+    match = EXPERT.search(name)
+    return name[:match.start()] if match else None
 
 
 def maxnnscore_exact(ops: list, fraction: float) -> set[str]:

@@ -5,7 +5,7 @@ import onnx
 import pytest
 
 import multipliers
-from passes import approximate
+from passes.approximate import approximate
 
 from axmoe_testing import assignment, run_oracle, run_ort
 

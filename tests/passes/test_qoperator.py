@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import multipliers
 from multipliers import oracle
-from passes import approximate
+from passes.approximate import approximate
 from runtime.ort import session
 
 MULTS = ["mul8s_1KV8", "mul8s_1KVA", "mul8s_1KVP", "mul8s_1L2J", "mul8s_1L12", "mitchell", "drum:5"]
