@@ -67,3 +67,12 @@ def load_for_export(path: str | Path, arch: str | None = None,
                               f"{(missing or unexpected)[0]})")
     data = dict(blob.get("data") or {})
     return model.eval(), config, data
+
+
+def load_quantization_state(path: str | Path) -> dict | None:
+    """Scales and zero points a retrained checkpoint was trained with (None for a plain one)."""
+    blob = torch.load(find_checkpoint(path), map_location="cpu", weights_only=True)
+    state = blob.get("quantization") if isinstance(blob, dict) else None
+    if not state:
+        return None
+    return {name: value.numpy() for name, value in state.items()}

@@ -96,7 +96,8 @@ def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
 
 def export_model(model: nn.Module, config: Mapping[str, Any], data: Mapping[str, Any], out: Path,
                  calibration_batches=None, calibration: str = "minmax", fp32_only: bool = False,
-                 opset: int = DEFAULT_OPSET, scale_overrides: dict[str, float] | None = None) -> ExportReport:
+                 opset: int = DEFAULT_OPSET, scale_overrides: dict[str, float] | None = None,
+                 quantization_state: Mapping[str, np.ndarray] | None = None) -> ExportReport:
     """Export a model to fp32 ONNX and (unless `fp32_only`) 8-bit QDQ ONNX.
 
     Args:
@@ -106,6 +107,9 @@ def export_model(model: nn.Module, config: Mapping[str, Any], data: Mapping[str,
         out: path of the final model: the int8 model, or the fp32 one with `fp32_only`;
             the fp32 model of an int8 export goes next to it as `<stem>.fp32.onnx`.
         calibration_batches: iterable of float32 (N, 3, S, S) batches of real data.
+        quantization_state: every scale / zero point of a retrained model
+            (`export.requantize.quantization_state`); pinned after calibration, so the export
+            reproduces the model it was retrained as.
     """
     from runtime.ort import session
 
@@ -137,6 +141,15 @@ def export_model(model: nn.Module, config: Mapping[str, Any], data: Mapping[str,
     int8 = quantize_model(fp32, calibration_batches, method=calibration, nodes_to_exclude=routers,
                           scale_overrides=scale_overrides)
     report.uncalibrated = fix_uncalibrated(int8)
+    if quantization_state is not None:
+        from export.requantize import apply_quantization_state
+
+        weights = {k: v.detach().numpy() for k, v in folded.state_dict().items()}
+        try:
+            apply_quantization_state(int8, quantization_state, weights)
+        except ValueError as exc:
+            raise ExportError(str(exc)) from None
+        report.uncalibrated = []
     problems = check_scheme(int8)
     if problems:
         raise ExportError(f"quantized graph breaks the axmoe scheme: {problems[0]} (and {len(problems) - 1} more)")

@@ -24,22 +24,64 @@ DEFAULT_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of `model` in eval mode with every Conv -> BatchNorm pair folded (BN -> Identity).
+def batchnorm_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """(conv path, batchnorm path) of every Conv followed by a BatchNorm over its outputs.
 
-    Pairs are found as consecutive children of one parent (nn.Sequential or attributes
-    registered in order conv, bn), the layout every axmoe CNN uses.
+    Pairs are consecutive children of one parent (nn.Sequential, or attributes registered in
+    the order conv, bn), the layout every axmoe CNN uses.
     """
-    model = copy.deepcopy(model).eval()
-    for parent in model.modules():
+    pairs = []
+    for prefix, parent in model.named_modules():
         names = list(parent._modules)
         for first, second in zip(names, names[1:]):
             conv, bn = parent._modules[first], parent._modules[second]
             if isinstance(conv, (nn.Conv1d, nn.Conv2d)) and isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)) \
                     and bn.track_running_stats and conv.out_channels == bn.num_features:
-                parent._modules[first] = torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
-                parent._modules[second] = nn.Identity()
+                join = (prefix + ".") if prefix else ""
+                pairs.append((join + first, join + second))
+    return pairs
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of `model` in eval mode with every Conv -> BatchNorm pair folded (BN -> Identity)."""
+    model = copy.deepcopy(model).eval()
+    for conv_path, bn_path in batchnorm_pairs(model):
+        parent_path, _, conv_name = conv_path.rpartition(".")
+        parent = model.get_submodule(parent_path) if parent_path else model
+        bn_name = bn_path.rpartition(".")[2]
+        parent._modules[conv_name] = torch.nn.utils.fusion.fuse_conv_bn_eval(parent._modules[conv_name],
+                                                                           parent._modules[bn_name])
+        parent._modules[bn_name] = nn.Identity()
     return model
+
+
+def unfold_batchnorm_state(model: nn.Module, folded_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """State dict for the *unfolded* `model` that folds back to `folded_state` exactly.
+
+    Each folded conv (W', b') is stored as conv.weight = W' and an identity BatchNorm with
+    beta = b': gamma = 1, mean = 0 and a running variance v with float32(v + eps) == 1, so
+    fold_batchnorm computes W' * 1 and (0 - 0) * 1 + b', bit for bit.
+    """
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    pairs = dict(batchnorm_pairs(model))
+    for key, value in folded_state.items():
+        owner, _, leaf = key.rpartition(".")
+        if owner in pairs and leaf in ("weight", "bias"):
+            bn = pairs[owner]
+            if leaf == "weight":
+                state[key] = value.clone()
+            else:
+                eps = model.get_submodule(bn).eps
+                var = torch.tensor(1.0, dtype=torch.float32) - torch.tensor(eps, dtype=torch.float32)
+                while float(var + torch.tensor(eps, dtype=torch.float32)) != 1.0:
+                    var = torch.nextafter(var, torch.tensor(2.0))
+                state[f"{bn}.weight"] = torch.ones_like(state[f"{bn}.weight"])
+                state[f"{bn}.bias"] = value.clone()
+                state[f"{bn}.running_mean"] = torch.zeros_like(state[f"{bn}.running_mean"])
+                state[f"{bn}.running_var"] = torch.full_like(state[f"{bn}.running_var"], float(var))
+        elif key in state:
+            state[key] = value.clone()
+    return state
 
 
 def export_fp32(model: nn.Module, example: torch.Tensor, path: str | Path | None = None,

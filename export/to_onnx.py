@@ -58,11 +58,12 @@ def validate(args) -> None:
 def run(args) -> dict:
     import torch
 
-    from export.checkpoint import CheckpointError, load_for_export
+    from export.checkpoint import CheckpointError, load_for_export, load_quantization_state
     from export.exporter import ExportError, calibration_batches, export_model, onnx_predictions
 
     try:
         model, config, data = load_for_export(args.checkpoint, arch=args.arch, topology=args.topology)
+        pinned = load_quantization_state(args.checkpoint)
     except CheckpointError as exc:
         raise SystemExit(f"error: {exc}")
     dataset = args.dataset or data.get("dataset")
@@ -86,7 +87,8 @@ def run(args) -> dict:
           f"parameters) from {args.checkpoint}")
     try:
         report = export_model(model, config, data, Path(args.out), calibration_batches=calib,
-                              calibration=args.calibration, fp32_only=args.fp32_only, opset=args.opset)
+                              calibration=args.calibration, fp32_only=args.fp32_only, opset=args.opset,
+                              quantization_state=pinned)
     except ExportError as exc:
         raise SystemExit(f"error: {exc}")
     parity = ", ".join(f"batch {b}: {d:.1e}" for b, d in report.parity.items())
@@ -95,6 +97,8 @@ def run(args) -> dict:
         print(f"int8  {report.int8_path}  ({report.quantized_ops} quantized Conv/Gemm/MatMul, "
               f"{report.float_routers} router nodes kept float, {args.calibration} calibration on "
               f"{args.calib_samples} {dataset} training images)")
+        if pinned is not None:
+            print("note: scales pinned to the ones this (retrained) checkpoint was trained with")
         if report.uncalibrated:
             print(f"note: {len(report.uncalibrated)} activation tensors were never reached by calibration "
                   "data (unrouted experts); they borrow a sibling expert's scale")
