@@ -49,7 +49,9 @@ def create_args_parser() -> argparse.ArgumentParser:
         description="Train a dense or MoE model (ResNet-20, VGG11/19_bn, ViT-Small) and write "
                     "DIR/checkpoint.pt, DIR/log.jsonl and DIR/metrics.json (see `train` docs).",
         epilog="example: python -m train --arch resnet20 --topology hard --dataset fashion-mnist "
-               "--epochs 8 --out runs/r20-hard")
+               "--epochs 8 --out runs/r20-hard. Approximate-aware retraining of a trained model: "
+               "python -m train --retrain-approx --from CKPT --multiplier NAME|--plan PLAN.yaml --out DIR "
+               "(see python -m train --retrain-approx --help).")
     g = p.add_argument_group("model")
     g.add_argument("--arch", metavar="ARCH",
                    help=f"architecture: {', '.join(ARCHS)} (required)")

@@ -17,6 +17,11 @@ USER_ERRORS = (UsageError, ModelConfigError, UnknownDatasetError, DatasetNotFoun
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--retrain-approx" in argv:  # approximate-aware retraining has its own options
+        from train.retrain_cli import main as retrain_main
+
+        raise SystemExit(retrain_main(argv))
     from train.run import run
     try:
         args = parse_args(argv)
