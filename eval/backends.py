@@ -1,0 +1,55 @@
+"""Backends that run a model for `eval run`: a callable batch (N, 3, S, S) float32 -> logits.
+
+- `ort`: onnxruntime with the axmoe custom-op library (`runtime.ort.session`).
+- `tvm`: the TVM-compiled graph, through `runtime.tvm` when that package provides a
+  session (`runtime.tvm.session(path, threads=N)` returning an object with `run(x)`).
+
+Routing and MAC counts are always read from an instrumented onnxruntime session of the same
+integer graph (`eval.macs`); the backend gives accuracy and latency.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+BACKENDS = ("ort", "tvm")
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+class BackendError(RuntimeError):
+    """A backend that cannot run here, said in one line."""
+
+
+def ort_runner(model: str | Path | bytes, input_name: str, threads: int | None) -> Runner:
+    from runtime.ort import session
+
+    sess = session(model if isinstance(model, bytes) else str(model), threads=threads)
+    output = sess.get_outputs()[0].name
+    return lambda x: sess.run([output], {input_name: x})[0]
+
+
+def tvm_runner(model: str | Path, input_name: str, threads: int | None) -> Runner:
+    try:
+        tvm_backend = importlib.import_module("runtime.tvm")
+    except ImportError as exc:
+        raise BackendError(f"--backend tvm: runtime.tvm cannot be imported ({exc})") from None
+    make = getattr(tvm_backend, "session", None)
+    if make is None:
+        raise BackendError("--backend tvm: runtime.tvm has no session(model, threads=) in this checkout "
+                           "(the TVM lowering is not wired up yet); use --backend ort")
+    sess = make(str(model), threads=threads)
+    run = getattr(sess, "run", None) or sess
+    return lambda x: np.asarray(run(x))
+
+
+def make_runner(backend: str, model: str | Path, input_name: str, threads: int | None) -> Runner:
+    if backend == "ort":
+        return ort_runner(model, input_name, threads)
+    if backend == "tvm":
+        return tvm_runner(model, input_name, threads)
+    raise BackendError(f"unknown backend {backend!r} (valid: {', '.join(BACKENDS)})")

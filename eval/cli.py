@@ -1,0 +1,63 @@
+"""Entry point of `python -m eval`: `run` (one model) or `sweep` (a YAML study)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from typing import Sequence
+
+USAGE = ("usage: python -m eval run MODEL.onnx [--dataset NAME] [--backend ort|tvm] [--threads N] "
+         "[--batch B] [--limit N] [--json OUT]\n"
+         "       python -m eval sweep CONFIG.yaml [--backend local|ray] [--workers N] [--address ADDR]")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    logging.getLogger().setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if command == "run":
+        from eval import run_args
+        from eval.run import run
+        parse, execute = run_args, run
+    elif command == "sweep":
+        from eval import sweep_args
+        from eval.sweep import run
+        parse, execute = sweep_args, run
+    else:
+        print(f"error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    args = parse.create_args_parser().parse_args(rest)
+    parse.validate(args)
+    try:
+        execute(args)
+    except USER_ERRORS() as exc:
+        print(f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def USER_ERRORS() -> tuple[type[BaseException], ...]:  # noqa: N802 (a constant, computed lazily)
+    from eval.backends import BackendError
+    from eval.evaluate import EvaluationError
+    from models.data import DatasetFormatError, DatasetNotFoundError
+    from models.datasets import UnknownDatasetError
+    from multipliers import UnknownMultiplierError
+
+    errors: list[type[BaseException]] = [BackendError, EvaluationError, DatasetNotFoundError, DatasetFormatError,
+                                         UnknownDatasetError, UnknownMultiplierError]
+    try:
+        from eval.sweep_config import SweepConfigError
+        errors.append(SweepConfigError)
+    except ImportError:
+        pass
+    return tuple(errors)
