@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse.create_args_parser().parse_args(rest)
     parse.validate(args)
     try:
-        execute(args)
+        result = execute(args)
     except USER_ERRORS() as exc:
         print(f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
               file=sys.stderr)
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return 1 if isinstance(result, dict) and result.get("failed") else 0
 
 
 def USER_ERRORS() -> tuple[type[BaseException], ...]:  # noqa: N802 (a constant, computed lazily)

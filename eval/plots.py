@@ -135,7 +135,7 @@ def expert_load(table: list[dict[str, Any]], path: Path, title: str) -> Path | N
     n = len(panels)
     cols = min(n, 2)
     nrows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(nrows, cols, figsize=(7.2 * cols, 3.9 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(8.4 * cols, 3.9 * nrows), squeeze=False)
     for ax, ((arch, topo, retrained, layer), rows) in zip(axes.flat, panels.items()):
         order = multiplier_order(rows)
         by = {r["multiplier"]: r for r in rows}
@@ -153,8 +153,8 @@ def expert_load(table: list[dict[str, Any]], path: Path, title: str) -> Path | N
         ax.set_ylim(0, 100)
         ax.set_title(f"{arch} {topo} MoE, layer {layer}{', retrained' if retrained else ''}", fontsize=10)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=7, ncol=min(5, len(order) + 1), loc="upper right", title="multiplier",
-                  title_fontsize=7)
+        ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="multiplier",
+                  title_fontsize=7.5, frameon=False)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle(f"{title}: expert load", fontsize=12)

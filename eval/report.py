@@ -67,7 +67,7 @@ def rows(models, cells) -> list[dict[str, Any]]:
                 "images_per_s": r["latency"]["images_per_s"], "before_top1": r.get("before_top1"),
                 "max_expert_share": max(shares) if shares else None,
                 "expert_load": r.get("expert_load", {}), "images": r["images"],
-                "eval": r["eval"], "wall_s": r.get("wall_s"),
+                "model": r["model"], "eval": r["eval"], "wall_s": r.get("wall_s"),
             })
         elif r:
             row["error"] = r.get("error")
