@@ -9,6 +9,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
+#include <array>
+#include <cstdlib>
 #include <functional>
 #include <random>
 #include <string>
@@ -95,8 +98,10 @@ class DotGemmTester {
   DotGemmTester& nt(size_t v) { nt_ = v; return *this; }
   DotGemmTester& terms(size_t v) { terms_ = v; return *this; }
   DotGemmTester& pad(size_t v) { pad_ = v; return *this; }
+  DotGemmTester& table(int kind) { ct_shift_ = kind; return *this; }  // -1: none; 0: group 1; 1: group 8
 
   void Test(const KernelVariant& variant) const {
+    if (ct_shift_ >= 0 && !variant.dot_takes_ct) return;
     const size_t ld_t = 4 * k4_ + 4 * pad_, ld_term = nt_ * ld_t + pad_, ld_wsum = nt_ + pad_;
     std::vector<uint8_t> masks(terms_);
     for (auto& m : masks) m = uint8_t(Rand(0, 255));
@@ -114,13 +119,25 @@ class DotGemmTester {
     std::vector<int32_t> want(nt_ * lanes_, 7), got(nt_ * lanes_, -7);
     kernels::DotGemmArgs args{masks.data(), terms_, act.data(), lanes_ + 16 * pad_, lanes_, k4_, wts.data(), ld_term, ld_t,
                               wsum.data(), ld_wsum, nt_, want.data()};
+    // Correction table: ct_group 1 with any int8 entries, or entries in [-15, 15] summed 8 at a time.
+    std::vector<int8_t> ct(nt_ * (k4_ * 64 + 64) + 64);
+    std::vector<uint8_t> ct_idx(k4_ * (lanes_ + 16 * pad_) * 4 + 64);
+    if (ct_shift_ >= 0) {
+      const int bound = ct_shift_ ? 15 : 128;
+      for (auto& v : ct) v = int8_t(Rand(-std::min(bound, 127), bound == 128 ? 127 : bound));
+      for (size_t i = 0; i < ct_idx.size(); ++i) ct_idx[i] = uint8_t(16 * (i % 4) + Rand(0, 15));
+      args.ct = ct.data();
+      args.ct_ld_t = k4_ * 64 + 64;
+      args.ct_idx = ct_idx.data();
+      args.ct_group = ct_shift_ ? 8 : 1;
+    }
     ScalarVariant().dot(args);
     args.out = got.data();
     variant.dot(args);
     for (size_t i = 0; i < want.size(); ++i) {
       if (want[i] != got[i]) {
         Fail(std::string(variant.dot_name) + " lanes=" + std::to_string(lanes_) + " k4=" + std::to_string(k4_) +
-             " nt=" + std::to_string(nt_) + " terms=" + std::to_string(terms_) + ": out[" + std::to_string(i / lanes_) +
+             " nt=" + std::to_string(nt_) + " terms=" + std::to_string(terms_) + " ct=" + std::to_string(ct_shift_) + ": out[" + std::to_string(i / lanes_) +
              "][" + std::to_string(i % lanes_) + "] = " + std::to_string(got[i]) + ", scalar " + std::to_string(want[i]));
         return;
       }
@@ -129,6 +146,7 @@ class DotGemmTester {
 
  private:
   size_t lanes_ = 16, k4_ = 1, nt_ = 1, terms_ = 1, pad_ = 0;
+  int ct_shift_ = -1;
 };
 
 // ------------------------------------------------------------------ whole driver (conv)
@@ -234,7 +252,8 @@ void RunChecks() {
       for (size_t k4 : {0, 1, 2, 5, 37})
         for (size_t nt : {1, 2, 5, 6, 7, 13})
           for (size_t terms : {0, 1, 2, 5})
-            DotGemmTester().lanes(lanes).k4(k4).nt(nt).terms(terms).pad(k4 % 2).Test(*v);
+            for (int table : {-1, 0, 1})
+              DotGemmTester().lanes(lanes).k4(k4).nt(nt).terms(terms).pad(k4 % 2).table(table).Test(*v);
   }
 
   for (const KernelVariant* v : SupportedVariants()) {
@@ -257,7 +276,7 @@ void RunChecks() {
 double Seconds(const std::function<void()>& fn) {
   fn();
   double best = 1e9;
-  for (int r = 0; r < 5; ++r) {
+  for (int r = 0; r < 15; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
     fn();
     best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -280,19 +299,56 @@ void RunBench() {
     std::printf("%-32s %8.2f GMAC/s  (lanes %zu, K %zu, rows %zu)\n", v->lut_name, double(lanes * k * nt) / s / 1e9,
                 lanes, k, nt);
   }
-  const size_t dl = 64, k4 = 144, terms = 1;
+  const size_t dl = 256, k4 = 144, terms = 1;
   AlignedBuffer<int8_t> act(k4 * dl * 4), wts(nt * k4 * 4);
   AlignedBuffer<int32_t> wsum(nt), dout(nt * dl);
   for (size_t i = 0; i < k4 * dl * 4; ++i) act.data()[i] = int8_t(Rand(-128, 127));
   for (size_t i = 0; i < nt * k4 * 4; ++i) wts.data()[i] = int8_t(Rand(-128, 127));
   for (size_t i = 0; i < nt; ++i) wsum.data()[i] = 0;
   const uint8_t mask = 0xFF;
+  AlignedBuffer<int8_t> ct(nt * k4 * 64);
+  for (size_t i = 0; i < nt * k4 * 64; ++i) ct.data()[i] = int8_t(Rand(-128, 127));
   for (const KernelVariant* v : SupportedVariants()) {
     kernels::DotGemmArgs args{&mask, terms, act.data(), dl, dl, k4, wts.data(), nt * k4 * 4, k4 * 4, wsum.data(), nt, nt,
                               dout.data()};
     const double s = Seconds([&] { v->dot(args); });
     std::printf("%-32s %8.2f GMAC/s per term  (lanes %zu, K %zu, rows %zu)\n", v->dot_name,
                 double(dl * k4 * 4 * nt) / s / 1e9, dl, k4 * 4, nt);
+    if (!v->dot_takes_ct) continue;
+    AlignedBuffer<uint8_t> ct_idx(k4 * dl * 4);
+    for (size_t i = 0; i < k4 * dl * 4; ++i) ct_idx.data()[i] = uint8_t(16 * (i % 4) + Rand(0, 15));
+    args.ct = ct.data(), args.ct_ld_t = k4 * 64, args.ct_idx = ct_idx.data(), args.ct_group = 2;
+    const double c = Seconds([&] { v->dot(args); });
+    std::printf("%-32s %8.2f GMAC/s with 1 term + correction table\n", v->dot_name, double(dl * k4 * 4 * nt) / c / 1e9);
+  }
+}
+
+// Whole driver (packing + kernels + scatter), one thread: MatMul [I, K] x [K, J].
+void BenchDriver(std::vector<std::array<int64_t, 3>> shapes, std::vector<const char*> kinds) {
+  for (const auto& shape : shapes) {
+    const int64_t I = shape[0], K = shape[1], J = shape[2];
+    AlignedBuffer<uint8_t> a(size_t(I * K)), w(size_t(K * J));
+    for (int64_t i = 0; i < I * K; ++i) a.data()[i] = uint8_t(Rand(0, 255));
+    for (int64_t i = 0; i < K * J; ++i) w.data()[i] = uint8_t(Rand(0, 255));
+    AlignedBuffer<int32_t> y(size_t(I * J));
+    GemmBatch batch;
+    batch.I = I, batch.J = J, batch.K = K;
+    OperandView wv;
+    wv.data = w.data(), wv.stride_r = 1, wv.stride_k = J;
+    batch.weights.push_back(wv);
+    GemmProblem p;
+    p.a.data = a.data(), p.a.flip = 0x80, p.a.stride_r = K, p.a.stride_k = 1;
+    p.y = y.data(), p.ldy_i = J, p.ldy_j = 1;
+    batch.problems.push_back(p);
+    for (const char* kind : kinds) {
+      auto plan = GetLutPlan(MakeLut(kind).data());
+      GemmOptions options;
+      options.variant = SupportedVariants().front();
+      WeightCache cache;
+      const double s = Seconds([&] { RunApproxGemm(batch, plan, options, SerialFor, &cache); });
+      std::printf("driver %-6s %-8s I=%-5lld K=%-4lld J=%-5lld %8.2f GMAC/s\n", options.variant->isa, kind,
+                  (long long)I, (long long)K, (long long)J, double(I * K * J) / s / 1e9);
+    }
   }
 }
 
@@ -302,6 +358,11 @@ void RunBench() {
 int main(int argc, char** argv) {
   if (argc > 1 && !std::strcmp(argv[1], "--bench")) {
     axmoe::RunBench();
+    axmoe::BenchDriver({{65, 384, 384}, {65, 384, 1536}, {2080, 384, 384}}, {"exact", "pp", "random"});
+    return 0;
+  }
+  if (argc == 6 && !std::strcmp(argv[1], "--bench-driver")) {  // I K J lut-kind
+    axmoe::BenchDriver({{std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4])}}, {argv[5]});
     return 0;
   }
   axmoe::RunChecks();

@@ -17,6 +17,7 @@ enum Mode {
   kLutLanesJ,  // general LUT, lanes over weights (tables indexed by activations)
   kDotLanesI,  // decomposed, lanes over activations, folded weights broadcast
   kDotLanesJ,  // decomposed with the operands swapped: lanes over weights, folded activations broadcast
+  kDotLanesICT,  // kDotLanesI with the plan's correction table for the low-bit terms
 };
 
 struct PreparedWeights {
@@ -27,12 +28,14 @@ struct PreparedWeights {
   AlignedBuffer<int8_t> dot;            // kDotLanesI: [terms][J][4 k4] folded; kDotLanesJ: [k4][Jpad][4] raw
   AlignedBuffer<int32_t> wsum;          // kDotLanesI: [terms][J]
   size_t wsum_stride = 0;
+  AlignedBuffer<int8_t> ct;             // kDotLanesICT: [J][k4][64] correction tables
+  size_t ct_stride = 0;
 };
 
 namespace {
 
 constexpr size_t kLutLanes = 256;     // lanes per LUT-path tile (4 vectors of 64)
-constexpr size_t kDotLanes = 64;      // lanes per decomposed tile over activations (4 vectors of 16)
+constexpr size_t kDotLanes = 256;     // lanes per decomposed tile over activations (16 vectors of 16)
 constexpr size_t kDotLanesWide = 256;  // ... over prepared weights (less repacking of activation rows)
 
 size_t RoundUp(size_t x, size_t m) { return (x + m - 1) / m * m; }
@@ -106,18 +109,36 @@ std::shared_ptr<PreparedWeights> Prepare(const GemmBatch& b, const std::shared_p
     p->stride = K * jpad;
     p->index.Resize(nw * p->stride);
     parallel_for(nw, [&](size_t w) { PackIndexKMajor(b.weights[w], 0, b.J, b.K, jpad, p->index.data() + w * p->stride); });
-  } else if (mode == kDotLanesI) {
+  } else if (mode == kDotLanesI || mode == kDotLanesICT) {
     // Reduction order: k' = k, or the C4 conv order (conv_c4.h).
-    const size_t terms = plan->dot_masks.size(), ldt = conv ? size_t(4 * conv->k4()) : RoundUp(K, 4);
+    const bool ct = mode == kDotLanesICT;
+    const auto& beta = ct ? plan->ct_beta : plan->dot_beta;
+    const size_t terms = beta.size(), ldt = conv ? size_t(4 * conv->k4()) : RoundUp(K, 4);
     p->stride = terms * J * ldt;
     p->wsum_stride = terms * J;
     p->dot.Resize(nw * p->stride);
     p->wsum.Resize(nw * p->wsum_stride);
+    p->ct_stride = ct ? J * ldt * 16 : 0;
+    p->ct.Resize(nw * p->ct_stride);
     const ConvGeometry* geo = b.problems[0].a.geo;
     auto kmap = [&](size_t k) { return conv ? C4OriginalK(*geo, *conv, int64_t(k)) : (k < K ? int64_t(k) : -1); };
     parallel_for(nw, [&](size_t w) {
-      PackFolded(b.weights[w], 0, J, ldt, plan->dot_beta, kmap, p->dot.data() + w * p->stride, J * ldt,
-                 p->wsum.data() + w * p->wsum_stride, J);
+      const OperandView& v = b.weights[w];
+      PackFolded(v, 0, J, ldt, beta, kmap, p->dot.data() + w * p->stride, J * ldt, p->wsum.data() + w * p->wsum_stride, J);
+      if (!ct) return;
+      // Table of row j, reduction index k': 16 entries g(x, b(j, k')) at 16 * k'.
+      for (size_t j = 0; j < J; ++j) {
+        int8_t* o = p->ct.data() + w * p->ct_stride + j * ldt * 16;
+        for (size_t k = 0; k < ldt; ++k) {
+          const int64_t src = kmap(k);
+          if (src < 0) {
+            std::memset(o + 16 * k, 0, 16);
+          } else {
+            const uint8_t b = v.data[int64_t(j) * v.stride_r + src * v.stride_k] ^ v.flip ^ 0x80;
+            std::memcpy(o + 16 * k, plan->ct_table[b].data(), 16);
+          }
+        }
+      }
     });
   } else {
     const size_t k4 = (K + 3) / 4, jpad = RoundUp(J, 16);
@@ -140,7 +161,7 @@ void Scatter(const int32_t* tile, size_t lanes, size_t nt, size_t nl, int32_t* y
   }
 }
 
-int ChooseMode(const GemmBatch& b, const LutPlan& plan, PathChoice path, bool conv) {
+int ChooseMode(const GemmBatch& b, const LutPlan& plan, const KernelVariant& variant, PathChoice path, bool conv) {
   const size_t I = size_t(b.I), J = size_t(b.J);
   // Lanes over the dimension that leaves fewer padded lanes. Conv outputs favour lanes over
   // positions (I: rows of the output plane are contiguous, and the C4 layout), so J must be
@@ -149,8 +170,12 @@ int ChooseMode(const GemmBatch& b, const LutPlan& plan, PathChoice path, bool co
     const size_t pad_i = RoundUp(I, unit) * J, pad_j = RoundUp(J, unit) * I;
     return conv ? pad_j * 10 < pad_i * 9 : pad_j * 10 <= pad_i * 11;
   };
-  if (plan.dot_ok && path != PathChoice::kLut)
+  if (plan.dot_ok && path != PathChoice::kLut) {
+    // The correction table (lanes over activations only) saves more than most padding costs.
+    if (plan.ct_ok && variant.dot_takes_ct && (conv || RoundUp(I, 16) * J * 2 <= RoundUp(J, 16) * I * 3))
+      return kDotLanesICT;
     return !conv && plan.dot_swapped_ok && lanes_j(16) ? kDotLanesJ : kDotLanesI;
+  }
   return lanes_j(64) ? kLutLanesJ : kLutLanesI;
 }
 
@@ -181,13 +206,14 @@ std::string RunApproxGemm(const GemmBatch& b, const std::shared_ptr<const LutPla
   if (b.problems.empty() || b.I == 0 || b.J == 0) return "";
   const size_t I = size_t(b.I), J = size_t(b.J), K = size_t(b.K);
   const bool conv_input = b.problems[0].a.im2col;
-  const int mode = ChooseMode(b, plan, options.path, conv_input);
-  const bool dot = mode == kDotLanesI || mode == kDotLanesJ;
+  const int mode = ChooseMode(b, plan, *options.variant, options.path, conv_input);
+  const bool dot = mode == kDotLanesI || mode == kDotLanesJ || mode == kDotLanesICT;
+  const bool lanes_i_dot = mode == kDotLanesI || mode == kDotLanesICT;
   const KernelVariant* variant = options.variant;
   if (!dot && variant->lut_needs_planes && !plan.fits_int16) variant = &ScalarVariant();
 
   // Conv inputs on the decomposed path: channel-interleaved padded images, built once per call.
-  const bool conv = mode == kDotLanesI && conv_input;
+  const bool conv = lanes_i_dot && conv_input;
   C4Layout layout{};
   AlignedBuffer<int8_t> images;
   if (conv) {
@@ -216,7 +242,7 @@ std::string RunApproxGemm(const GemmBatch& b, const std::shared_ptr<const LutPla
   const bool lanes_j = mode == kLutLanesJ || mode == kDotLanesJ;
   const size_t L = lanes_j ? J : I, T = lanes_j ? I : J;
   const size_t lane_unit = dot ? 16 : 64;
-  const size_t max_panel = mode == kDotLanesI ? kDotLanes : mode == kDotLanesJ ? kDotLanesWide : kLutLanes;
+  const size_t max_panel = lanes_i_dot ? kDotLanes : mode == kDotLanesJ ? kDotLanesWide : kLutLanes;
   const size_t panel = std::min(RoundUp(L, lane_unit), max_panel);
   const size_t panels = (L + panel - 1) / panel;
   const size_t min_tasks = options.min_tasks ? options.min_tasks
@@ -227,20 +253,27 @@ std::string RunApproxGemm(const GemmBatch& b, const std::shared_ptr<const LutPla
   const size_t blocks = (T + rows - 1) / rows;
   const size_t tasks = b.problems.size() * panels * blocks;
   const size_t k4 = conv ? size_t(layout.k4()) : (K + 3) / 4;
-  const size_t terms = plan.dot_masks.size();
+  const std::vector<uint8_t>& masks = mode == kDotLanesICT ? plan.ct_masks : plan.dot_masks;
 
   // Lane-side panels of activations (kLutLanesI, kDotLanesI): packed by the task that uses
   // them, or once up front and shared when a panel's output rows are split over tasks.
-  const bool packs_lanes = mode == kLutLanesI || mode == kDotLanesI;
-  const size_t panel_bytes = mode == kDotLanesI ? k4 * panel * 4 : K * panel;
+  // kDotLanesICT panels hold the correction-table indices (kernels.h) after the activations.
+  const bool packs_lanes = mode == kLutLanesI || lanes_i_dot;
+  const size_t act_bytes = k4 * panel * 4;
+  const size_t panel_bytes = mode == kDotLanesICT ? 2 * act_bytes : lanes_i_dot ? act_bytes : K * panel;
   auto pack = [&](const GemmProblem& p, size_t pi, size_t l0, size_t nl, size_t lanes, uint8_t* dst, Scratch& s) {
     if (conv) {
       PackC4Panel(*p.a.geo, layout, images.data() + pi * layout.bytes(), int64_t(l0), int64_t(nl), lanes,
                   reinterpret_cast<int8_t*>(dst));
-    } else if (mode == kDotLanesI) {
+    } else if (lanes_i_dot) {
       PackActK4(p.a, int64_t(l0), int64_t(nl), b.K, lanes, reinterpret_cast<int8_t*>(dst), s.index.Resize(K * lanes));
     } else {
       PackIndexKMajor(p.a, int64_t(l0), int64_t(nl), b.K, lanes, dst);
+    }
+    if (mode == kDotLanesICT) {
+      const uint8_t shift = plan.ct_shift;
+      uint8_t* idx = dst + act_bytes;
+      for (size_t i = 0; i < k4 * lanes * 4; ++i) idx[i] = uint8_t(16 * (i % 4) + ((dst[i] >> shift) & 15));
     }
   };
   const bool shared = blocks > 1 && packs_lanes;
@@ -285,20 +318,28 @@ std::string RunApproxGemm(const GemmBatch& b, const std::shared_ptr<const LutPla
     int32_t* y = lanes_j ? p.y + int64_t(t0) * p.ldy_i + int64_t(l0) * p.ldy_j
                          : p.y + int64_t(l0) * p.ldy_i + int64_t(t0) * p.ldy_j;
     const int64_t ld_t = lanes_j ? p.ldy_i : p.ldy_j, ld_l = lanes_j ? p.ldy_j : p.ldy_i;
-    if (mode == kDotLanesI) {
+    if (lanes_i_dot) {
       const size_t ldt = 4 * k4;
-      kernels::DotGemmArgs args{plan.dot_masks.data(), terms, reinterpret_cast<const int8_t*>(packed), lanes, lanes, k4,
+      kernels::DotGemmArgs args{masks.data(), masks.size(), reinterpret_cast<const int8_t*>(packed), lanes, lanes, k4,
                                 pw.dot.data() + p.weight * pw.stride + t0 * ldt, J * ldt, ldt,
                                 pw.wsum.data() + p.weight * pw.wsum_stride + t0, J, nt, tile};
+      if (mode == kDotLanesICT) {
+        args.ct = pw.ct.data() + p.weight * pw.ct_stride + t0 * ldt * 16;
+        args.ct_ld_t = ldt * 16;
+        args.ct_idx = packed + act_bytes;
+        args.ct_group = plan.ct_group;
+      }
       variant->dot(args);
     } else if (mode == kDotLanesJ) {
       // Activation rows t0 .. t0 + nt folded per term: the broadcast operand.
       const size_t ldt = 4 * k4, jpad = RoundUp(J, 16);
+      const size_t terms = plan.dot_masks_swapped.size();
       int8_t* folded = s.act.Resize(terms * nt * ldt);
       int32_t* sums = s.sums.Resize(terms * nt);
       PackFoldedRows(p.a, int64_t(t0), nt, K, ldt, plan.decomposition.terms, plan.dot_masks, folded,
                      nt * ldt, sums, nt);
-      kernels::DotGemmArgs args{plan.dot_masks_swapped.data(), terms, pw.dot.data() + p.weight * pw.stride + l0 * 4,
+      kernels::DotGemmArgs args{plan.dot_masks_swapped.data(), plan.dot_masks_swapped.size(),
+                                pw.dot.data() + p.weight * pw.stride + l0 * 4,
                                 jpad, lanes, k4, folded, nt * ldt, ldt, sums, nt, nt, tile};
       variant->dot(args);
     } else if (mode == kLutLanesI) {

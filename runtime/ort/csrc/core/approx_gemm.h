@@ -8,9 +8,16 @@
 // list of weight views. Tiles cover (problem, panel of lanes, block of output rows), so one
 // image still spreads over all threads.
 //
-// Paths: decomposed (plan.dot_ok) packs activations [K/4][lanes][4] and runs the dot
-// kernel once per term; general LUT packs indices K-major with lanes over whichever of I or
-// J wastes fewer of the 64-lane vectors, and looks products up in the plan's tables.
+// Paths (chosen per call from the plan and AXMOE_PATH):
+//   decomposed (plan.dot_ok): int8 dot products per term of the LUT's masked-product split.
+//     Conv: lanes over output positions, activations from a channel-interleaved padded image
+//     (conv_c4.h), weights folded per term once. MatMul: lanes over I or J, whichever pads
+//     less; with lanes over J the operands' roles swap (weights masked in the kernel,
+//     activations folded per tile).
+//   general LUT (any table): indices packed K-major with lanes over I (tables indexed by
+//     weights) or J (tables indexed by activations), products looked up in the plan's tables.
+// Weight-side packing is done once per call, or once per node when the weights are
+// initializers (WeightCache).
 #pragma once
 
 #include <cstdint>

@@ -7,8 +7,8 @@ namespace axmoe {
 namespace {
 
 constexpr KernelVariant kVariants[] = {
-#define AXMOE_VARIANT(isa, lut_fn, dot_fn, lut_needs_planes) \
-  {#isa, kernels::lut_fn, #lut_fn, kernels::dot_fn, #dot_fn, lut_needs_planes},
+#define AXMOE_VARIANT(isa, lut_fn, dot_fn, lut_needs_planes, dot_takes_ct) \
+  {#isa, kernels::lut_fn, #lut_fn, kernels::dot_fn, #dot_fn, lut_needs_planes, dot_takes_ct},
 #include "kernels/variants.inc"
 #undef AXMOE_VARIANT
 };

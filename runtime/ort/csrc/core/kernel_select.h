@@ -24,6 +24,7 @@ struct KernelVariant {
   kernels::DotGemmFn dot;
   const char* dot_name;
   bool lut_needs_planes;  // the lut kernel reads int16 byte planes
+  bool dot_takes_ct;      // the dot kernel applies a correction table (DotGemmArgs::ct)
 };
 
 enum class PathChoice { kAuto, kLut, kDecomposed };

@@ -1,5 +1,6 @@
 #include "core/lut_plan.h"
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -68,6 +69,43 @@ void PlanDotPath(LutPlan& plan) {
   plan.dot_ok = true;
 }
 
+void PlanCorrectionTable(LutPlan& plan) {
+  if (!plan.dot_ok) return;
+  const std::vector<MaskTerm>& terms = plan.decomposition.terms;
+  size_t best_count = 0;
+  for (uint8_t shift = 0; shift <= 4; ++shift) {
+    const unsigned window = 0x0Fu << shift;
+    size_t count = 0;
+    for (const MaskTerm& t : terms) count += (t.mask_a & ~window) == 0;
+    if (count > best_count) best_count = count, plan.ct_shift = shift;
+  }
+  // The table pass costs about two dot-product terms (vpermb runs at half the rate of
+  // vpdpbusd on Zen 4), so it pays from three terms on.
+  if (best_count < 3) return;
+  const unsigned window = 0x0Fu << plan.ct_shift;
+  std::vector<std::array<int8_t, 16>> table(256);
+  int64_t largest = 0;
+  for (int b = -128; b < 128; ++b) {
+    for (int x = 0; x < 16; ++x) {
+      int64_t g = 0;
+      for (const MaskTerm& t : terms)
+        if ((t.mask_a & ~window) == 0) g += EvaluateTerm(t, int8_t(uint8_t(x << plan.ct_shift)), b);
+      if (g < -128 || g > 127) return;
+      table[b + 128][x] = static_cast<int8_t>(g);
+      largest = std::max<int64_t>(largest, g < 0 ? -g : g);
+    }
+  }
+  // Sums of up to ct_group entries stay within int8 (kernels add them before widening).
+  plan.ct_group = largest ? std::min<int64_t>(64, 127 / largest) : 64;
+  for (size_t i = 0; i < terms.size(); ++i) {
+    if ((terms[i].mask_a & ~window) == 0) continue;
+    plan.ct_masks.push_back(plan.dot_masks[i]);
+    plan.ct_beta.push_back(plan.dot_beta[i]);
+  }
+  plan.ct_table = std::move(table);
+  plan.ct_ok = true;
+}
+
 std::shared_ptr<LutPlan> Analyse(const int32_t* lut) {
   auto plan = std::make_shared<LutPlan>();
   plan->lut.assign(lut, lut + 65536);
@@ -86,6 +124,7 @@ std::shared_ptr<LutPlan> Analyse(const int32_t* lut) {
   }
   plan->decomposition = DecomposeLut(lut);
   PlanDotPath(*plan);
+  PlanCorrectionTable(*plan);
   return plan;
 }
 
@@ -99,6 +138,9 @@ constexpr size_t kCacheSize = 64;
 
 std::string LutPlan::Describe() const {
   std::string s = dot_ok ? "decomposed: " + decomposition.Formula() : "lut: " + dot_reason;
+  if (ct_ok)
+    s += "; correction table on activation bits " + std::to_string(ct_shift) + "-" + std::to_string(ct_shift + 3) +
+         " for " + std::to_string(decomposition.terms.size() - ct_masks.size()) + " terms";
   if (!fits_int16) s += "; entries exceed int16 (scalar LUT kernel)";
   return s;
 }

@@ -42,6 +42,18 @@ struct LutPlan {
   bool dot_swapped_ok = false;
   std::vector<uint8_t> dot_masks_swapped;  // [terms] weight masks
 
+  // Correction table: the terms whose activation mask lies in one 4-bit window
+  // (bits ct_shift .. ct_shift + 3), summed into one int8 function of that nibble,
+  //   g(x, b) = sum_{t in window} c_t * int8((x << ct_shift) & ma_t) * int8(b & mb_t),
+  // looked up per product (vpermb) instead of one dot product per term. The other terms
+  // stay dot-product terms (ct_masks / ct_beta). ok when >= 3 terms fit and |g| <= 127.
+  bool ct_ok = false;
+  uint8_t ct_shift = 0;
+  size_t ct_group = 1;                                 // k4 steps whose int8 sums of g cannot overflow
+  std::vector<uint8_t> ct_masks;                       // [other terms] activation masks
+  std::vector<std::array<int8_t, 256>> ct_beta;        // [other terms][b + 128]
+  std::vector<std::array<int8_t, 16>> ct_table;        // [b + 128][x] = g(x, b)
+
   const int32_t* by_act() const { return lut.data(); }
   std::string Describe() const;       // one line: path and formula or reason
 };

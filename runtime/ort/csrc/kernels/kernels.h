@@ -52,12 +52,22 @@ struct DotGemmArgs {
   size_t ld_wsum;
   size_t nt;
   int32_t* out;           // [nt][lanes]
+  // Correction table, only for variants that take one (ct != null):
+  //   out[t][l] += sum_k ct[t * ct_ld_t + 64 * (k / 4) + ct_idx[k/4][l][k%4]]
+  // ct_idx ([k4][ldact][4], like act) holds 16 * (k % 4) + the activation's table nibble, so
+  // one vpermb looks up 16 lanes x 4 k in the 64-byte table of 4 consecutive k. Up to
+  // ct_group consecutive k4 steps may be summed in int8 first (the driver bounds the table
+  // so that cannot overflow).
+  const int8_t* ct = nullptr;
+  size_t ct_ld_t = 0;
+  const uint8_t* ct_idx = nullptr;
+  size_t ct_group = 1;
 };
 using DotGemmFn = void (*)(const DotGemmArgs&);
 
 // Declarations of every variant compiled into this build (variants.inc is the one list).
-#define AXMOE_VARIANT(isa, lut_fn, dot_fn, lut_needs_planes) \
-  void lut_fn(const LutGemmArgs&);                           \
+#define AXMOE_VARIANT(isa, lut_fn, dot_fn, lut_needs_planes, dot_takes_ct) \
+  void lut_fn(const LutGemmArgs&);                                         \
   void dot_fn(const DotGemmArgs&);
 #include "kernels/variants.inc"
 #undef AXMOE_VARIANT

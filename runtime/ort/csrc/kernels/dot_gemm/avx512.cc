@@ -5,6 +5,8 @@
 // and the accumulator starts at -128 * sum_k wts[term][t][k]; a mask without the sign bit
 // leaves alpha in [0, 127], already unsigned. Register tile: 6 output rows x 4 vectors of
 // 16 lanes (24 accumulators); each weight dword (4 consecutive k) is broadcast.
+// Correction-table terms (kernels.h) cost one vpermb + one vpaddb per 64 products for all of
+// them together, instead of one vpdpbusd per term.
 #include <immintrin.h>
 
 #include <cstring>
@@ -47,31 +49,64 @@ void Tile(const DotGemmArgs& a, size_t t0, size_t l0) {
     for (int v = 0; v < NV; ++v) _mm512_storeu_si512(a.out + (t0 + t) * a.lanes + l0 + 16 * v, acc[t][v]);
 }
 
-template <int NV>
-void Column(const DotGemmArgs& a, size_t l0) {
-  size_t t0 = 0;
-  for (; t0 + kRows <= a.nt; t0 += kRows) Tile<kRows, NV>(a, t0, l0);
-  switch (a.nt - t0) {
-    case 5: Tile<5, NV>(a, t0, l0); break;
-    case 4: Tile<4, NV>(a, t0, l0); break;
-    case 3: Tile<3, NV>(a, t0, l0); break;
-    case 2: Tile<2, NV>(a, t0, l0); break;
-    case 1: Tile<1, NV>(a, t0, l0); break;
+// Rows t0 .. t0 + NT over every lane: a row's weights and tables are reused from L1 across
+// the lanes of the panel.
+template <int NT>
+void Rows(const DotGemmArgs& a, size_t t0) {
+  size_t l0 = 0;
+  for (; l0 + 16 * kVecs <= a.lanes; l0 += 16 * kVecs) Tile<NT, kVecs>(a, t0, l0);
+  switch ((a.lanes - l0) / 16) {
+    case 3: Tile<NT, 3>(a, t0, l0); break;
+    case 2: Tile<NT, 2>(a, t0, l0); break;
+    case 1: Tile<NT, 1>(a, t0, l0); break;
     default: break;
+  }
+}
+
+// Correction table, after the dot-product terms: per row t and 8 vectors of lanes, vpermb
+// looks up the 64-byte table of each k4, vpaddb sums ct_group steps in int8, and one
+// vpdpbusd against ones adds the 4 bytes of each lane into the int32 output.
+template <int NV>
+void TableRows(const DotGemmArgs& a, size_t l0) {
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (size_t t = 0; t < a.nt; ++t) {
+    const int8_t* table = a.ct + t * a.ct_ld_t;
+    int32_t* out = a.out + t * a.lanes + l0;
+    __m512i acc[NV], sum[NV];
+    for (int v = 0; v < NV; ++v) acc[v] = _mm512_loadu_si512(out + 16 * v), sum[v] = _mm512_setzero_si512();
+    const uint8_t* idx = a.ct_idx + l0 * 4;
+    size_t pending = 0;
+    for (size_t k4 = 0; k4 < a.k4; ++k4, idx += a.ldact * 4) {
+      const __m512i tab = _mm512_loadu_si512(table + 64 * k4);
+      for (int v = 0; v < NV; ++v)
+        sum[v] = _mm512_add_epi8(sum[v], _mm512_permutexvar_epi8(_mm512_loadu_si512(idx + 64 * v), tab));
+      if (++pending == a.ct_group) {
+        for (int v = 0; v < NV; ++v) acc[v] = _mm512_dpbusd_epi32(acc[v], ones, sum[v]), sum[v] = _mm512_setzero_si512();
+        pending = 0;
+      }
+    }
+    for (int v = 0; v < NV; ++v) _mm512_storeu_si512(out + 16 * v, _mm512_dpbusd_epi32(acc[v], ones, sum[v]));
   }
 }
 
 }  // namespace
 
 void dot_gemm_i32__avx512vnni_u4x6(const DotGemmArgs& a) {
-  size_t l0 = 0;
-  for (; l0 + 16 * kVecs <= a.lanes; l0 += 16 * kVecs) Column<kVecs>(a, l0);
-  switch ((a.lanes - l0) / 16) {
-    case 3: Column<3>(a, l0); break;
-    case 2: Column<2>(a, l0); break;
-    case 1: Column<1>(a, l0); break;
+  size_t t0 = 0;
+  for (; t0 + kRows <= a.nt; t0 += kRows) Rows<kRows>(a, t0);
+  switch (a.nt - t0) {
+    case 5: Rows<5>(a, t0); break;
+    case 4: Rows<4>(a, t0); break;
+    case 3: Rows<3>(a, t0); break;
+    case 2: Rows<2>(a, t0); break;
+    case 1: Rows<1>(a, t0); break;
     default: break;
   }
+  if (!a.ct) return;
+  size_t l0 = 0;
+  for (; l0 + 128 <= a.lanes; l0 += 128) TableRows<8>(a, l0);
+  for (; l0 + 64 <= a.lanes; l0 += 64) TableRows<4>(a, l0);
+  for (; l0 < a.lanes; l0 += 16) TableRows<1>(a, l0);
 }
 
 }  // namespace axmoe::kernels

@@ -1,5 +1,6 @@
 // dot_gemm scalar reference:
 //   out[t][l] = sum_term sum_k int8(act[k/4][l][k%4] & mask[term]) * wts[term][t][k]
+//               (+ the correction table's entries, see kernels.h)
 // uint32 arithmetic gives int32 wrap-around without signed-overflow UB. Every other
 // variant is tested bit for bit against this one.
 #include <cstring>
@@ -24,6 +25,13 @@ void dot_gemm_i32__scalar_u1(const DotGemmArgs& a) {
           acc[l] += static_cast<uint32_t>(s);
         }
       }
+    }
+    if (!a.ct) continue;
+    const int8_t* table = a.ct + t * a.ct_ld_t;
+    for (size_t k4 = 0; k4 < a.k4; ++k4) {
+      const uint8_t* idx = a.ct_idx + k4 * a.ldact * 4;
+      for (size_t l = 0; l < a.lanes; ++l, idx += 4)
+        for (size_t j = 0; j < 4; ++j) acc[l] += static_cast<uint32_t>(int32_t(table[64 * k4 + (idx[j] & 63)]));
     }
   }
 }
