@@ -11,7 +11,7 @@ they trace and export (TopK, Softmax, ScatterElements, ArgMax).
       G_e = p_e / sum_{j in T} p_j   for e in T when k > 1   (= softmax(KeepTopK(H, k)))
       G_e = p_e                      for e in T when k = 1   (Switch: keeps a router gradient)
       aux = alpha * E * sum_e f_e P_e,  f_e = share of the R*k assignments that go to e,
-                                        P_e = mean_r p_{r,e}
+                                        P_e = mean_r p_{r,e}, both of the noise-free router
 - `SoftmaxGate` (Soft MoE with one token per input): G = softmax(z W_g), every expert runs.
 - `CentroidGate` (Cluster MoE): one-hot on argmax_e (2 mu_e . z - |mu_e|^2), i.e. the nearest
   k-means centroid mu_e; the centroids are a buffer set by `set_centroids`.
@@ -71,20 +71,26 @@ class TopKGate(nn.Module):
 
     def forward(self, z: Tensor) -> Routing:
         """z (R, D) -> Routing with k nonzero weights per row."""
-        logits = self.w_gate(z)
+        clean = self.w_gate(z)
+        logits = clean
         if self.training and self.w_noise is not None:
-            logits = logits + torch.randn_like(logits) * F.softplus(self.w_noise(z))
+            logits = clean + torch.randn_like(clean) * F.softplus(self.w_noise(z))
         probs = logits.softmax(dim=-1)
         top_p, top_i = probs.topk(self.top_k, dim=-1)
         if self.top_k > 1:
             top_p = top_p / top_p.sum(dim=-1, keepdim=True)
         routing = _one_hot_rows(probs, top_i, top_p)
-        if self.training:
-            share = routing.mask.float().mean(dim=0) / self.top_k
-            self.aux_loss = self.aux_loss_weight * self.num_experts * (share * probs.mean(dim=0)).sum()
-        else:
-            self.aux_loss = None
+        self.aux_loss = self.balance_loss(clean) if self.training else None
         return routing
+
+    def balance_loss(self, clean: Tensor) -> Tensor:
+        """alpha E sum_e f_e P_e of the noise-free router, the one inference uses. On the noisy
+        one, the learned noise could satisfy the loss by itself (random routing is balanced)
+        while the noise-free routing collapses onto one expert."""
+        probs = clean.softmax(dim=-1)
+        mask = _one_hot_rows(probs, probs.topk(self.top_k, dim=-1).indices, probs[:, :self.top_k]).mask
+        share = mask.float().mean(dim=0) / self.top_k
+        return self.aux_loss_weight * self.num_experts * (share * probs.mean(dim=0)).sum()
 
 
 class SoftmaxGate(nn.Module):

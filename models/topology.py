@@ -35,11 +35,19 @@ TOPOLOGY_OPTIONS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class Topology:
+    """A topology and its options.
+
+    The balancing weight defaults to 0.1, not Switch's 0.01: Switch routes thousands of
+    tokens a batch under capacity limits, while a CNN here routes each of 128 images with
+    none, and on Fashion-MNIST ResNet-20 (4 experts, top-1, 2 epochs) 0.01 left 2 experts
+    unused at inference and 0.03 one, where 0.1 spread the test images evenly.
+    """
+
     name: str                       # dense | hard | soft | cluster
     num_experts: int = 4            # E, experts per MoE layer
     top_k: int = 1                  # k, experts each row runs through (hard)
     noisy_gating: bool = True       # Shazeer's learned Gaussian noise while training (hard)
-    aux_loss_weight: float = 0.01   # alpha of the Switch balancing loss (hard)
+    aux_loss_weight: float = 0.1    # alpha of the Switch balancing loss (hard); see below
     slots_per_expert: int = 1       # p, Soft MoE slots per expert (soft, ViT tokens)
 
     def __post_init__(self) -> None:

@@ -62,8 +62,9 @@ def create_args_parser() -> argparse.ArgumentParser:
                    help="experts per MoE layer (default: 4)")
     g.add_argument("--top-k", type=int, default=1, metavar="K",
                    help="experts each input runs through, hard MoE (default: 1)")
-    g.add_argument("--aux-loss-weight", type=float, default=0.01, metavar="ALPHA",
-                   help="weight of the Switch balancing loss, hard MoE (default: 0.01)")
+    g.add_argument("--aux-loss-weight", type=float, default=0.1, metavar="ALPHA",
+                   help="weight of the Switch balancing loss, hard MoE (default: 0.1; Switch "
+                        "used 0.01 for tokens, too weak for per-image routing)")
     g.add_argument("--no-noisy-gating", dest="noisy_gating", action="store_false",
                    help="hard MoE: no Gaussian gate noise while training")
     g.add_argument("--slots", type=int, default=1, metavar="P",

@@ -49,11 +49,11 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_args(data_dir, tmp_path):
-    """Command line of a tiny run (width-4 ResNet-20, batch 16: 4 steps an epoch) into
-    tmp_path/run; extra flags appended."""
+    """Command line of a tiny run (width-4 ResNet-20, batch 16: 4 steps an epoch, on the CPU,
+    where it is deterministic) into tmp_path/run; extra flags appended (and win)."""
     def make(*extra: str, out: Path | None = None) -> list[str]:
         return ["--arch", "resnet20", "--dataset", "fashion-mnist", "--data-dir", str(data_dir),
                 "--model-opt", "width=4", "--batch-size", "16", "--eval-batch-size", "32",
                 "--epochs", "1", "--out", str(out or tmp_path / "run"), "--no-progress",
-                "--log-every", "2", "--threads", "1", *extra]
+                "--log-every", "2", "--threads", "1", "--device", "cpu", *extra]
     return make

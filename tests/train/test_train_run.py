@@ -95,7 +95,8 @@ def test_vit_runs(topology, data_dir, tmp_path):
     argv = ["--arch", "vit_small", "--topology", topology, "--data-dir", str(data_dir),
             "--model-opt", "embed_dim=32", "--model-opt", "depth=2", "--model-opt", "num_heads=2",
             "--image-size", "16", "--batch-size", "16", "--max-steps", "2", "--kmeans-samples", "32",
-            "--out", str(tmp_path / topology), "--no-progress", "--dense-epochs", "1", "--threads", "1"]
+            "--out", str(tmp_path / topology), "--no-progress", "--dense-epochs", "1", "--threads", "1",
+            "--device", "cpu"]
     metrics = run(parse_args(argv))
     config = metrics["config"]
     assert config["options"]["img_size"] == 16 and config["options"]["patch_size"] == 2
