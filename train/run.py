@@ -9,6 +9,7 @@ dropout from (seed, e), so a resumed run repeats an uninterrupted one epoch for 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,6 +212,8 @@ def run_cluster(ctx: Context, num_classes: int) -> dict[str, Any]:
             raise CheckpointError(f"{explicit}: not a cluster-MoE phase checkpoint (phase {kind!r})")
 
     dense_metrics: dict[str, Any] = {}
+    if (out / "dense" / "metrics.json").is_file():
+        dense_metrics = json.loads((out / "dense" / "metrics.json").read_text())
     init_state = None
     if expert_resume is None:
         if args.init_from is not None:
