@@ -171,8 +171,11 @@ int ChooseMode(const GemmBatch& b, const LutPlan& plan, const KernelVariant& var
     return conv ? pad_j * 10 < pad_i * 9 : pad_j * 10 <= pad_i * 11;
   };
   if (plan.dot_ok && path != PathChoice::kLut) {
-    // The correction table (lanes over activations only) saves more than most padding costs.
-    if (plan.ct_ok && variant.dot_takes_ct && (conv || RoundUp(I, 16) * J * 2 <= RoundUp(J, 16) * I * 3))
+    // The correction table (lanes over activations only) saves more than most padding costs,
+    // but takes 16 bytes per weight: it must stay in cache or be reused over many lanes.
+    const size_t table_bytes = J * RoundUp(size_t(b.K), 4) * 16;
+    if (plan.ct_ok && variant.dot_takes_ct && (table_bytes <= (size_t(4) << 20) || I >= 256) &&
+        (conv || RoundUp(I, 16) * J * 2 <= RoundUp(J, 16) * I * 3))
       return kDotLanesICT;
     return !conv && plan.dot_swapped_ok && lanes_j(16) ? kDotLanesJ : kDotLanesI;
   }
@@ -237,6 +240,8 @@ std::string RunApproxGemm(const GemmBatch& b, const std::shared_ptr<const LutPla
   }
   const PreparedWeights& pw = *prepared;
 
+  const size_t k4 = conv ? size_t(layout.k4()) : (K + 3) / 4;
+
   // Tiles: lanes over L, output rows over T; split T when there are too few tiles to keep
   // every thread busy.
   const bool lanes_j = mode == kLutLanesJ || mode == kDotLanesJ;
@@ -247,12 +252,15 @@ std::string RunApproxGemm(const GemmBatch& b, const std::shared_ptr<const LutPla
   const size_t panels = (L + panel - 1) / panel;
   const size_t min_tasks = options.min_tasks ? options.min_tasks
                                              : 2 * std::max(1u, std::thread::hardware_concurrency());
-  // Rows whose activations a tile packs itself (lanes over J) are capped so they stay in cache.
-  size_t rows = mode == kDotLanesJ ? std::min<size_t>(T, 96) : mode == kLutLanesJ ? std::min<size_t>(T, 256) : T;
+  // Rows whose activations a tile packs itself (lanes over J) are capped so they stay in cache,
+  // and so are the correction tables (16 bytes per weight) of one tile's rows.
+  size_t rows = T;
+  if (mode == kDotLanesJ) rows = std::min<size_t>(T, 96);
+  if (mode == kLutLanesJ) rows = std::min<size_t>(T, 128);
+  if (mode == kDotLanesICT) rows = std::min<size_t>(T, std::max<size_t>(6, (size_t(512) << 10) / (64 * k4) / 6 * 6));
   while (b.problems.size() * panels * ((T + rows - 1) / rows) < min_tasks && rows > 8) rows = (rows + 1) / 2;
   const size_t blocks = (T + rows - 1) / rows;
   const size_t tasks = b.problems.size() * panels * blocks;
-  const size_t k4 = conv ? size_t(layout.k4()) : (K + 3) / 4;
   const std::vector<uint8_t>& masks = mode == kDotLanesICT ? plan.ct_masks : plan.dot_masks;
 
   // Lane-side panels of activations (kLutLanesI, kDotLanesI): packed by the task that uses
@@ -270,10 +278,11 @@ std::string RunApproxGemm(const GemmBatch& b, const std::shared_ptr<const LutPla
     } else {
       PackIndexKMajor(p.a, int64_t(l0), int64_t(nl), b.K, lanes, dst);
     }
-    if (mode == kDotLanesICT) {
-      const uint8_t shift = plan.ct_shift;
-      uint8_t* idx = dst + act_bytes;
-      for (size_t i = 0; i < k4 * lanes * 4; ++i) idx[i] = uint8_t(16 * (i % 4) + ((dst[i] >> shift) & 15));
+    if (mode == kDotLanesICT) {  // per dword: byte j = 16 * j + ((x_j >> shift) & 15)
+      const uint32_t shift = plan.ct_shift;
+      const uint32_t* x = reinterpret_cast<const uint32_t*>(dst);
+      uint32_t* idx = reinterpret_cast<uint32_t*>(dst + act_bytes);
+      for (size_t i = 0; i < k4 * lanes; ++i) idx[i] = ((x[i] >> shift) & 0x0F0F0F0Fu) | 0x30201000u;
     }
   };
   const bool shared = blocks > 1 && packs_lanes;

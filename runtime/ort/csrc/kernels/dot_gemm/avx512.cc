@@ -63,30 +63,44 @@ void Rows(const DotGemmArgs& a, size_t t0) {
   }
 }
 
-// Correction table, after the dot-product terms: per row t and 8 vectors of lanes, vpermb
+// Correction table, after the dot-product terms: for NT rows and NV vectors of lanes, vpermb
 // looks up the 64-byte table of each k4, vpaddb sums ct_group steps in int8, and one
-// vpdpbusd against ones adds the 4 bytes of each lane into the int32 output.
-template <int NV>
-void TableRows(const DotGemmArgs& a, size_t l0) {
+// vpdpbusd against ones adds the 4 bytes of each lane into the int32 output. The index
+// vectors of 64 lanes stay in L1 while every row's tables stream past them.
+template <int NT, int NV>
+void TableTile(const DotGemmArgs& a, size_t t0, size_t l0) {
   const __m512i ones = _mm512_set1_epi8(1);
-  for (size_t t = 0; t < a.nt; ++t) {
-    const int8_t* table = a.ct + t * a.ct_ld_t;
-    int32_t* out = a.out + t * a.lanes + l0;
-    __m512i acc[NV], sum[NV];
-    for (int v = 0; v < NV; ++v) acc[v] = _mm512_loadu_si512(out + 16 * v), sum[v] = _mm512_setzero_si512();
-    const uint8_t* idx = a.ct_idx + l0 * 4;
-    size_t pending = 0;
-    for (size_t k4 = 0; k4 < a.k4; ++k4, idx += a.ldact * 4) {
-      const __m512i tab = _mm512_loadu_si512(table + 64 * k4);
-      for (int v = 0; v < NV; ++v)
-        sum[v] = _mm512_add_epi8(sum[v], _mm512_permutexvar_epi8(_mm512_loadu_si512(idx + 64 * v), tab));
-      if (++pending == a.ct_group) {
-        for (int v = 0; v < NV; ++v) acc[v] = _mm512_dpbusd_epi32(acc[v], ones, sum[v]), sum[v] = _mm512_setzero_si512();
-        pending = 0;
-      }
+  __m512i acc[NT][NV], sum[NT][NV];
+  for (int t = 0; t < NT; ++t)
+    for (int v = 0; v < NV; ++v)
+      acc[t][v] = _mm512_loadu_si512(a.out + (t0 + t) * a.lanes + l0 + 16 * v), sum[t][v] = _mm512_setzero_si512();
+  const uint8_t* idx = a.ct_idx + l0 * 4;
+  const int8_t* table = a.ct + t0 * a.ct_ld_t;
+  size_t pending = 0;
+  for (size_t k4 = 0; k4 < a.k4; ++k4, idx += a.ldact * 4) {
+    __m512i x[NV];
+    for (int v = 0; v < NV; ++v) x[v] = _mm512_loadu_si512(idx + 64 * v);
+    for (int t = 0; t < NT; ++t) {
+      const __m512i tab = _mm512_loadu_si512(table + t * a.ct_ld_t + 64 * k4);
+      for (int v = 0; v < NV; ++v) sum[t][v] = _mm512_add_epi8(sum[t][v], _mm512_permutexvar_epi8(x[v], tab));
     }
-    for (int v = 0; v < NV; ++v) _mm512_storeu_si512(out + 16 * v, _mm512_dpbusd_epi32(acc[v], ones, sum[v]));
+    if (++pending == a.ct_group) {
+      for (int t = 0; t < NT; ++t)
+        for (int v = 0; v < NV; ++v)
+          acc[t][v] = _mm512_dpbusd_epi32(acc[t][v], ones, sum[t][v]), sum[t][v] = _mm512_setzero_si512();
+      pending = 0;
+    }
   }
+  for (int t = 0; t < NT; ++t)
+    for (int v = 0; v < NV; ++v)
+      _mm512_storeu_si512(a.out + (t0 + t) * a.lanes + l0 + 16 * v, _mm512_dpbusd_epi32(acc[t][v], ones, sum[t][v]));
+}
+
+template <int NV>
+void TableColumn(const DotGemmArgs& a, size_t l0) {
+  size_t t0 = 0;
+  for (; t0 + 3 <= a.nt; t0 += 3) TableTile<3, NV>(a, t0, l0);
+  for (; t0 < a.nt; ++t0) TableTile<1, NV>(a, t0, l0);
 }
 
 }  // namespace
@@ -104,9 +118,8 @@ void dot_gemm_i32__avx512vnni_u4x6(const DotGemmArgs& a) {
   }
   if (!a.ct) return;
   size_t l0 = 0;
-  for (; l0 + 128 <= a.lanes; l0 += 128) TableRows<8>(a, l0);
-  for (; l0 + 64 <= a.lanes; l0 += 64) TableRows<4>(a, l0);
-  for (; l0 < a.lanes; l0 += 16) TableRows<1>(a, l0);
+  for (; l0 + 64 <= a.lanes; l0 += 64) TableColumn<4>(a, l0);
+  for (; l0 < a.lanes; l0 += 16) TableColumn<1>(a, l0);
 }
 
 }  // namespace axmoe::kernels
