@@ -5,11 +5,15 @@ quantizes exactly where the deployed model does (whatever the architecture, MoE 
 included) with the identical scales:
 
     Q:   q = clamp(round_half_even(x / s) + zp, qmin, qmax)       DQ:  x^ = (q - zp) * s
-    Conv / Gemm / MatMul on DQ operands: acc = sum_k a_int * w_int (+ b_int), exact integers,
-                                         y = float32(acc) * (sa * sw)
+    Conv / Gemm / MatMul on DQ operands: acc = sum_k mul(a_int, w_int) (+ b_int), exact integers
+      followed by Q:      q = clamp(round_half_even(float32(acc) * (sa * sw / sy)) + zp)
+      otherwise:          y = float32(acc) * (sa * sw)
 
-which is what onnxruntime's QLinearConv / QLinearMatMul compute up to the rounding of the
-requantization multiplier (outputs agree exactly or within one quantization step).
+the requantization of onnxruntime's fused QLinearConv / QLinearMatMul (and of the pass's
+lowerings), so CNN outputs are identical to onnxruntime's. `mul` is the exact product, or,
+per node, an approximate multiplier (`multipliers=`): torch kernels
+(`multipliers.torch_kernels`: decomposition or LUT gather) or the numpy oracle
+(`backend="oracle"`), which is how the pass's rewritten graphs are checked and retrained.
 
 Weights and biases are trainable: given the float weights (the fp32 model's initializers,
 whose names are the PyTorch parameter names), each weight DequantizeLinear becomes
