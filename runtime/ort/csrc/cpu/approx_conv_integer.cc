@@ -39,7 +39,17 @@ struct ConvKernel {
   KernelSetup setup;
   WeightCache weight_cache;
 
-  OrtStatusPtr ComputeV2(OrtKernelContext* context) { return Compute(context).release(); }
+  // Exceptions (onnxruntime API errors, allocation failures) become statuses here: none may
+  // unwind into onnxruntime's C code.
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    try {
+      return Compute(context).release();
+    } catch (const Ort::Exception& e) {
+      return Ort::Status(e).release();
+    } catch (const std::exception& e) {
+      return Ort::Status((kOp + ": " + e.what()).c_str(), ORT_FAIL).release();
+    }
+  }
   Ort::Status Compute(OrtKernelContext* context);
 };
 
@@ -170,6 +180,15 @@ Ort::Status ConvKernel::Compute(OrtKernelContext* context) {
 
 struct ConvOp : Ort::CustomOpBase<ConvOp, ConvKernel, true> {
   OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
+    try {
+      return Create(api, info, kernel);
+    } catch (const Ort::Exception& e) {
+      return Ort::Status(e).release();
+    } catch (const std::exception& e) {
+      return Ort::Status((kOp + ": " + e.what()).c_str(), ORT_FAIL).release();
+    }
+  }
+  OrtStatusPtr Create(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
     auto k = std::make_unique<ConvKernel>();
     ConvAttributes& at = k->attrs;
     GetStringAttribute(api, info, "auto_pad", &at.auto_pad);
