@@ -20,12 +20,13 @@ Output folder layout:
                                        optimiser steps; "epochs" target; "complete" bool
                           "phase"      "train" | "dense" | "experts" (cluster recipe)
                           "args"       command line as plain data; "metrics" last evaluation;
-                          "prepared"   cluster k-means report; "wall_time_s" training time
+                          "prepared"   cluster k-means report; "wall_time_s" and
+                                       "cpu_time_s" (all threads) spent training
     DIR/log.jsonl       one JSON object a line: "start", "prepare" (k-means), "step" (every
                         --log-every steps), "epoch" (train/test loss, accuracy, expert load),
                         "resume", "final"
     DIR/metrics.json    final: "test_acc", "test_loss", "test_samples", "epochs", "steps",
-                        "wall_time_s", "config", "data", "params", "last_epoch" (with
+                        "wall_time_s", "cpu_time_s", "config", "data", "params", "last_epoch" (with
                         per-expert load on the test set), cluster: "dense_phase", "prepared"
     DIR/dense/          cluster MoE only: the dense phase, the same three files
 

@@ -13,6 +13,7 @@
     "phase"       "train" (dense, hard, soft), "dense" or "experts" (the cluster recipe)
     "args"        the command-line arguments, as plain data
     "metrics"     the last evaluation: {"test_acc", "test_loss", ...}
+    "wall_time_s", "cpu_time_s"   time spent training so far (CPU time over all threads)
 
 A file holds only dicts, lists, str, int, float, bool, None and tensors, so no code runs on
 load. `load_model(path)` rebuilds the model from a file or a run folder.

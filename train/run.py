@@ -80,6 +80,7 @@ def train_phase(ctx: Context, phase: Phase) -> dict[str, Any]:
     and metrics.json under `phase.out`; return the metrics."""
     args, device = ctx.args, ctx.device
     start = time.time()
+    cpu_start = time.process_time()
     torch.manual_seed(args.seed)
     model = models.create(**phase.config)
     checkpoint = None
@@ -110,7 +111,7 @@ def train_phase(ctx: Context, phase: Phase) -> dict[str, Any]:
             param.requires_grad_(False)
     settings = resolve_settings(args.optimizer, args.arch, args.lr, args.weight_decay, args.momentum)
     optimizer = make_optimizer(model, settings)
-    epoch, step, elapsed = 0, 0, 0.0
+    epoch, step, elapsed, cpu_elapsed = 0, 0, 0.0, 0.0
     metrics: dict[str, Any] = {}
     if checkpoint is not None:
         try:
@@ -119,6 +120,7 @@ def train_phase(ctx: Context, phase: Phase) -> dict[str, Any]:
             raise CheckpointError(f"{phase.resume}: optimizer state does not fit ({exc})") from None
         epoch, step = int(checkpoint["epoch"]), int(checkpoint["step"])
         elapsed = float(checkpoint.get("wall_time_s", 0.0))
+        cpu_elapsed = float(checkpoint.get("cpu_time_s", 0.0))
         metrics = dict(checkpoint.get("metrics", {}))
 
     train_loader = BatchLoader(ctx.train_set, args.batch_size, train=True, seed=args.seed,
@@ -147,7 +149,8 @@ def train_phase(ctx: Context, phase: Phase) -> dict[str, Any]:
             "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
             "epoch": epoch, "step": step, "epochs": phase.epochs, "complete": completed,
             "phase": phase.name, "args": plain_args(args), "metrics": metrics,
-            "prepared": prepared, "wall_time_s": elapsed + time.time() - start})
+            "prepared": prepared, "wall_time_s": elapsed + time.time() - start,
+            "cpu_time_s": cpu_elapsed + time.process_time() - cpu_start})
 
     stopped = False
     while epoch < phase.epochs and not stopped:
@@ -173,7 +176,8 @@ def train_phase(ctx: Context, phase: Phase) -> dict[str, Any]:
         metrics = evaluate(model, test_loader, progress=args.progress)
     result = {"phase": phase.name, "test_acc": metrics["test_acc"], "test_loss": metrics["test_loss"],
               "test_samples": metrics["test_samples"], "epochs": epoch, "steps": step,
-              "wall_time_s": round(elapsed + time.time() - start, 3), "device": str(device),
+              "wall_time_s": round(elapsed + time.time() - start, 3),
+              "cpu_time_s": round(cpu_elapsed + time.process_time() - cpu_start, 3), "device": str(device),
               "threads": torch.get_num_threads(), "config": model.axmoe_config,
               "data": ctx.train_set.config(), "params": sum(p.numel() for p in model.parameters()),
               "last_epoch": metrics, **({"prepared": prepared} if prepared else {}), **phase.extra}
