@@ -140,6 +140,17 @@ def measure(layer: Layer, threads: int, batch: int, min_time: float) -> dict[str
     return {label: best.get(label, float("nan")) for label, _ in columns(layer)}
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runtime.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -151,7 +162,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     layers = [l for l in LAYERS if not args.layers or l.name in args.layers]
     saved = {k: os.environ.get(k) for k in ("AXMOE_KERNEL", "AXMOE_PATH")}
-    lines = []
+    machine = (f"{_cpu_name()}, {os.cpu_count()} logical cores, onnxruntime {ort.__version__}, "
+               f"kernel ISAs {', '.join(runtime.ort.kernel_variants())}; load average at start "
+               f"{os.getloadavg()[0]:.1f}")
+    print(machine)
+    lines = [machine]
     try:
         for threads in args.threads:
             for batch in args.batch:
@@ -166,16 +181,19 @@ def main(argv=None) -> int:
                         header = list(result)
                         print(f"{'layer':<18}" + "".join(f"{h:>17}" for h in header))
                         lines += ["| layer | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
-                    cells = [f"{layer.macs(batch) / t / 1e9:7.1f} ({t / base:5.2f}x)" if t == t else "-"
-                             for t in result.values()]
-                    print(f"{layer.name:<18}" + "".join(f"{c:>17}" for c in cells), flush=True)
-                    lines.append(f"| {layer.name} | " + " | ".join(c.replace("  ", " ").strip() for c in cells) + " |")
+                    cells = [(layer.macs(batch) / t / 1e9, t / base) if t == t else None for t in result.values()]
+                    print(f"{layer.name:<18}" + "".join(f" {c[0]:7.1f} ({c[1]:5.2f}x)" if c else f"{'-':>17}"
+                                                         for c in cells), flush=True)
+                    lines.append(f"| {layer.name} | " + " | ".join(f"{c[0]:.1f} ({c[1]:.2f}x)" if c else "-"
+                                                               for c in cells) + " |")
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    lines.append(f"\nload average at end {os.getloadavg()[0]:.1f}")
+    print(lines[-1].strip())
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write("\n".join(lines) + "\n")
