@@ -1,7 +1,7 @@
 """`python -m runtime.bench`: GMAC/s of the axmoe integer ops against onnxruntime's exact int8
 ops, on ResNet-20 conv layers and ViT-small-sized GEMMs, every ratio measured in one run.
 
-    python -m runtime.bench [--threads 1 2] [--batch 1 32] [--min-time 0.3] [--markdown OUT.md]
+    python -m runtime.bench [--threads 1 2] [--batch 1 32] [--min-time 0.3] [--rounds 5] [--markdown OUT.md]
 
 Columns (each a single-node onnxruntime session, same threads; MACs = multiply-accumulates):
     ort exact     the exact 8-bit baseline: QLinearConv (u8 activations, zero point 128; s8
@@ -121,7 +121,7 @@ def columns(layer: Layer) -> list[tuple[str, dict]]:
     return cols
 
 
-def measure(layer: Layer, threads: int, batch: int, min_time: float) -> dict[str, float]:
+def measure(layer: Layer, threads: int, batch: int, min_time: float, rounds: int = 5) -> dict[str, float]:
     shape = (batch, layer.c, layer.size, layer.size) if layer.kind == "conv" else (batch, layer.size, layer.c)
     x = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     sessions = {}
@@ -136,7 +136,7 @@ def measure(layer: Layer, threads: int, batch: int, min_time: float) -> dict[str
         else:
             os.environ["AXMOE_KERNEL"], os.environ["AXMOE_PATH"] = spec["isa"], spec["path"]
             sessions[label] = runtime.ort.session(axmoe_model(layer, multipliers.get(spec["lut"]).lut), threads=threads)
-    best = best_seconds(sessions, x, min_time)
+    best = best_seconds(sessions, x, min_time, rounds)
     return {label: best.get(label, float("nan")) for label, _ in columns(layer)}
 
 
@@ -158,6 +158,7 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", nargs="+", choices=[l.name for l in LAYERS], metavar="LAYER",
                         help=f"subset of: {', '.join(repr(l.name) for l in LAYERS)}")
     parser.add_argument("--min-time", type=float, default=0.3, help="seconds of runs per measurement")
+    parser.add_argument("--rounds", type=int, default=5, help="turns each session takes (fastest run wins)")
     parser.add_argument("--markdown", metavar="OUT.md", help="also write the table as markdown")
     args = parser.parse_args(argv)
     layers = [l for l in LAYERS if not args.layers or l.name in args.layers]
@@ -175,7 +176,7 @@ def main(argv=None) -> int:
                 lines += [f"\n{title}\n"]
                 header = None
                 for layer in layers:
-                    result = measure(layer, threads, batch, args.min_time)
+                    result = measure(layer, threads, batch, args.min_time, args.rounds)
                     base = result["ort exact"]
                     if header is None:
                         header = list(result)
