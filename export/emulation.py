@@ -40,7 +40,7 @@ from torch.nn import functional as F
 
 from multipliers import oracle
 from multipliers.multiplier import Multiplier
-from multipliers.torch_kernels import ConvParams, conv_products, exact_dtype, matmul_products
+from multipliers.torch_kernels import ConvParams, conv_products, exact_dtype, matmul_products, quantize_ste
 
 _ONNX_TO_TORCH = {
     onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.DOUBLE: torch.float64,
@@ -189,7 +189,7 @@ class QDQEmulation(nn.Module):
                 ints = round_ste(w / scale)
             else:
                 info = torch.iinfo(x.dtype)
-                ints = torch.clamp(round_ste(w / scale), -info.max, info.max)
+                ints = quantize_ste(w / scale, -info.max, info.max)
             return QTensor(ints, scale)
         ints = x.to(torch.float32) - zp.to(torch.float32) if not isinstance(x, QTensor) else x.ints
         return QTensor(ints, scale)
@@ -200,16 +200,14 @@ class QDQEmulation(nn.Module):
         if scale.numel() != 1:
             raise UnsupportedGraphError(f"{node.name}: per-channel activation quantization")
         info = torch.iinfo(zp.dtype)
-        zpf = zp.to(torch.float32)
+        # The integer view (q - zp) is carried on, so the DequantizeLinear that follows is exact.
+        low, high = info.min - int(zp), info.max - int(zp)
         if isinstance(args[0], Accumulator):  # fused requantization, as onnxruntime does it
             acc = args[0]
             multiplier = (acc.scale / scale).to(torch.float32)
-            q = torch.clamp(round_ste(acc.acc.to(torch.float32) * multiplier) + zpf, info.min, info.max)
-            return QTensor(q - zpf, scale)
+            return QTensor(quantize_ste(acc.acc.to(torch.float32) * multiplier, low, high), scale)
         x = self._float(args[0])
-        q = torch.clamp(round_ste(x / scale) + zpf, info.min, info.max)
-        # Carry the integer view (q - zp) so the DequantizeLinear that follows is exact.
-        return QTensor(q - zpf, scale)
+        return QTensor(quantize_ste(x / scale, low, high), scale)
 
 
 # --------------------------------------------------------------------------- integer ops

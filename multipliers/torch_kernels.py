@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from multipliers.lut import signed_mask
 from multipliers.multiplier import Multiplier
 
 _FLOAT32_EXACT_K = 1 << 10
@@ -57,12 +56,56 @@ def _conv(x: torch.Tensor, w: torch.Tensor, p: ConvParams) -> torch.Tensor:
     return fn(_pad(x, p), w, None, p.strides, 0, p.dilations, p.group)
 
 
+class _StraightThrough(torch.autograd.Function):
+    """y = fn(x) in the forward pass, dy/dx = 1 in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x, fn):
+        return fn(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def _runs(mask: int) -> list[tuple[int, int]]:
+    """Maximal runs of set bits of an 8-bit mask as (lowest bit, one past the highest)."""
+    runs, bit = [], 0
+    while bit < 8:
+        if mask >> bit & 1:
+            start = bit
+            while bit < 8 and mask >> bit & 1:
+                bit += 1
+            runs.append((start, bit))
+        else:
+            bit += 1
+    return runs
+
+
+def _masked(x: torch.Tensor, mask: int) -> torch.Tensor:
+    """x & mask for integer-valued floats in [-128, 127], with float ops only: for a run of bits
+    [lo, hi), the bits of x there are (x mod 2^hi) - (x mod 2^lo) (floor modulo, which is the
+    two's-complement low part), and a run that reaches bit 7 is x - (x mod 2^lo)."""
+    out = None
+    for lo, hi in _runs(mask):
+        low = torch.remainder(x, float(1 << lo)) if lo else 0.0
+        high = x if hi == 8 else torch.remainder(x, float(1 << hi))
+        part = high - low
+        out = part if out is None else out + part
+    return out if out is not None else torch.zeros_like(x)
+
+
 def mask_ste(x: torch.Tensor, mask: int) -> torch.Tensor:
     """x & mask on integer-valued floats (two's complement, bit 7 = -128), identity gradient."""
     if mask == 0xFF:
         return x
-    masked = torch.bitwise_and(x.detach().to(torch.int64), signed_mask(mask)).to(x.dtype)
-    return x + (masked - x).detach()
+    return _StraightThrough.apply(x, lambda v: _masked(v, mask))
+
+
+def quantize_ste(x: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    """clamp(round_half_even(x), low, high) with the clipped straight-through gradient, as one
+    fused op (fake quantization at scale 1 and zero point 0 returns exactly these integers)."""
+    return torch.fake_quantize_per_tensor_affine(x, 1.0, 0, low, high)
 
 
 def _decomposed(fn, a, w, mult: Multiplier):

@@ -85,8 +85,8 @@ def _emulation_logits(em: QDQEmulation, images: torch.Tensor, data: Mapping[str,
 
 
 def retrain_approx(checkpoint: str | Path, plan: Mapping[str, Any], out: str | Path, dataset: str | None = None,
-                   epochs: float = 1.0, batch_size: int = 128, lr: float = 0.01, momentum: float = 0.9,
-                   weight_decay: float = 0.0, max_steps: int | None = None, int8_model: str | Path | None = None,
+                   epochs: float = 1.0, batch_size: int = 128, lr: float = 1e-4, optimizer: str = "adam",
+                   momentum: float = 0.9, weight_decay: float = 0.0, max_steps: int | None = None, int8_model: str | Path | None = None,
                    calib_samples: int = 512, eval_limit: int | None = None, seed: int = 0,
                    device: str = "auto", progress: bool = True) -> dict[str, Any]:
     """Retrain the model of `checkpoint` under `plan` (see module docstring); returns metrics."""
@@ -131,8 +131,15 @@ def retrain_approx(checkpoint: str | Path, plan: Mapping[str, Any], out: str | P
         raise RetrainError("the int8 model has no quantized weights to retrain")
     loader = BatchLoader(train_set, batch_size, train=True, seed=seed, device=dev)
     total = max_steps if max_steps is not None else max(1, math.ceil(epochs * len(loader)))
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    # Adam at a small rate: the folded, BatchNorm-free network is fine-tuned across fixed
+    # quantization grids, where SGD at training rates jumps many grid steps and diverges.
+    if optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
+    else:
+        raise RetrainError(f"optimizer must be adam or sgd, got {optimizer!r}")
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     log = (out / "log.jsonl").open("w")
     bar = None
     if progress:
@@ -146,9 +153,9 @@ def retrain_approx(checkpoint: str | Path, plan: Mapping[str, Any], out: str | P
         for x, y in loader:
             logits = em(x)
             loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            opt.step()
             schedule.step()
             step += 1
             acc = float((logits.argmax(1) == y).float().mean())
@@ -186,7 +193,7 @@ def retrain_approx(checkpoint: str | Path, plan: Mapping[str, Any], out: str | P
         "before_top1": _top1(before, labels), "after_top1": _top1(after, labels),
         "emulation_top1": _top1(emulated, labels),
         "emulation_same_class": float((emulated.argmax(1) == after.argmax(1)).mean()),
-        "steps": step, "epochs": step / len(loader), "batch_size": batch_size, "lr": lr,
+        "steps": step, "epochs": step / len(loader), "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
         "wall_time_s": wall, "device": str(dev), "rewritten_ops": report.summary().get("rewritten", 0),
         "int8_model": str(out / "retrained.onnx"), "approx_model": str(out / "retrained.approx.onnx"),
         "before_model": str(out / "model.approx.onnx"), "checkpoint": str(out / "checkpoint.pt"),

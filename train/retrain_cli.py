@@ -25,8 +25,9 @@ def create_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=float, default=1.0, help="epochs of retraining (default 1; fractions allowed)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--batch-size", type=int, default=128, help="images per step (default 128)")
-    p.add_argument("--lr", type=float, default=0.01, help="initial learning rate, cosine to 0 (default 0.01)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="SGD weight decay (default 0)")
+    p.add_argument("--lr", type=float, default=1e-4, help="initial learning rate, cosine to 0 (default 1e-4)")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="default adam")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (default 0)")
     p.add_argument("--max-steps", type=int, help="stop after N steps (smoke runs)")
     p.add_argument("--int8", metavar="MODEL.onnx", help="use this int8 model's scales instead of exporting")
     p.add_argument("--calib-samples", type=int, default=512, help="calibration images when exporting (default 512)")
@@ -52,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise RetrainError("--epochs and --batch-size must be positive")
         plan = dict(load_plan(args.plan).source) if args.plan else {"multiplier": args.multiplier}
         metrics = retrain_approx(args.checkpoint, plan, args.out, dataset=args.dataset, epochs=args.epochs,
-                                 batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                                 batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                                 weight_decay=args.weight_decay,
                                  max_steps=args.max_steps, int8_model=args.int8, calib_samples=args.calib_samples,
                                  eval_limit=args.eval_limit, seed=args.seed, device=args.device)
     except (RetrainError, PlanError, CheckpointError, ExportError, UnknownDatasetError, DatasetNotFoundError,

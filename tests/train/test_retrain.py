@@ -37,7 +37,7 @@ def initializers(model):
 @pytest.mark.parametrize("name", ["mul8s_1KVA", "mitchell"])  # decomposable, LUT-only
 def test_retrained_graph_and_emulation_predict_the_same_class(checkpoint, tmp_path, name):
     out = tmp_path / name
-    metrics = retrain_approx(checkpoint, {"multiplier": name}, out, max_steps=2, batch_size=32, lr=0.05,
+    metrics = retrain_approx(checkpoint, {"multiplier": name}, out, max_steps=2, batch_size=32, lr=1e-3,
                              eval_limit=128, calib_samples=32, progress=False)
     assert metrics["steps"] == 2 and metrics["test_images"] == 128
     assert metrics["emulation_same_class"] == 1.0  # invariant 4 on every evaluated image
@@ -50,7 +50,7 @@ def test_retrained_graph_and_emulation_predict_the_same_class(checkpoint, tmp_pa
 
 def test_retrained_checkpoint_reexports_bit_exactly(checkpoint, tmp_path):
     out = tmp_path / "run"
-    retrain_approx(checkpoint, {"multiplier": "mul8s_1KV9"}, out, max_steps=2, batch_size=32, lr=0.05,
+    retrain_approx(checkpoint, {"multiplier": "mul8s_1KV9"}, out, max_steps=2, batch_size=32, lr=1e-3,
                    eval_limit=32, calib_samples=32, progress=False)
     model, config, data = load_for_export(out)
     state = load_quantization_state(out)
