@@ -88,8 +88,8 @@ class TopKGate(nn.Module):
         one, the learned noise could satisfy the loss by itself (random routing is balanced)
         while the noise-free routing collapses onto one expert."""
         probs = clean.softmax(dim=-1)
-        mask = _one_hot_rows(probs, probs.topk(self.top_k, dim=-1).indices, probs[:, :self.top_k]).mask
-        share = mask.float().mean(dim=0) / self.top_k
+        chosen = torch.zeros_like(probs).scatter(1, probs.topk(self.top_k, dim=-1).indices, 1.0)
+        share = chosen.mean(dim=0) / self.top_k
         return self.aux_loss_weight * self.num_experts * (share * probs.mean(dim=0)).sum()
 
 
