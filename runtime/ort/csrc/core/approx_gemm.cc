@@ -24,8 +24,10 @@ struct PreparedWeights {
   std::shared_ptr<const LutPlan> plan;  // keeps the plan (and its address) alive
   int mode = 0;
   size_t stride = 0;                    // elements per weight view
-  AlignedBuffer<uint8_t> index;         // kLutLanesI: [J][K] rows; kLutLanesJ: [K][Jpad]
-  AlignedBuffer<int8_t> dot;            // kDotLanesI: [terms][J][4 k4] folded; kDotLanesJ: [k4][Jpad][4] raw
+  AlignedBuffer<uint8_t> index;         // kLutLanesI: [J][K] rows; kLutLanesJ: [panel][K][width]
+  AlignedBuffer<int8_t> dot;            // kDotLanesI: [terms][J][4 k4] folded; kDotLanesJ: [panel][k4][width][4] raw
+  size_t panel_stride = 0;              // lanes-over-J modes: elements per panel (contiguous, so
+                                        // no large strides alias in the caches)
   AlignedBuffer<int32_t> wsum;          // kDotLanesI: [terms][J]
   size_t wsum_stride = 0;
   AlignedBuffer<int8_t> ct;             // kDotLanesICT: [J][k4][64] correction tables
@@ -34,11 +36,15 @@ struct PreparedWeights {
 
 namespace {
 
-constexpr size_t kLutLanes = 256;     // lanes per LUT-path tile (4 vectors of 64)
-constexpr size_t kDotLanes = 256;     // lanes per decomposed tile over activations (16 vectors of 16)
-constexpr size_t kDotLanesWide = 256;  // ... over prepared weights (less repacking of activation rows)
+constexpr size_t kLutLanes = 256;  // lanes per LUT-path tile (4 vectors of 64)
+constexpr size_t kDotLanes = 256;  // lanes per decomposed-path tile (16 vectors of 16)
 
 size_t RoundUp(size_t x, size_t m) { return (x + m - 1) / m * m; }
+
+// Lanes of one tile along L (I or J): whole vectors, at most the mode's panel width.
+size_t PanelWidth(bool dot, size_t L) {
+  return std::min(RoundUp(L, dot ? 16 : 64), dot ? kDotLanes : kLutLanes);
+}
 
 struct Scratch {
   AlignedBuffer<uint8_t> index;
@@ -105,10 +111,15 @@ std::shared_ptr<PreparedWeights> Prepare(const GemmBatch& b, const std::shared_p
     p->index.Resize(nw * p->stride);
     parallel_for(nw, [&](size_t w) { PackIndexRows(b.weights[w], 0, b.J, b.K, K, p->index.data() + w * p->stride); });
   } else if (mode == kLutLanesJ) {
-    const size_t jpad = RoundUp(J, 64);
-    p->stride = K * jpad;
+    const size_t width = PanelWidth(false, J), panels = (J + width - 1) / width;
+    p->panel_stride = K * width;
+    p->stride = panels * p->panel_stride;
     p->index.Resize(nw * p->stride);
-    parallel_for(nw, [&](size_t w) { PackIndexKMajor(b.weights[w], 0, b.J, b.K, jpad, p->index.data() + w * p->stride); });
+    parallel_for(nw * panels, [&](size_t i) {
+      const size_t w = i / panels, l0 = (i % panels) * width;
+      PackIndexKMajor(b.weights[w], int64_t(l0), int64_t(std::min(width, J - l0)), b.K, width,
+                      p->index.data() + w * p->stride + (i % panels) * p->panel_stride);
+    });
   } else if (mode == kDotLanesI || mode == kDotLanesICT) {
     // Reduction order: k' = k, or the C4 conv order (conv_c4.h).
     const bool ct = mode == kDotLanesICT;
@@ -141,11 +152,14 @@ std::shared_ptr<PreparedWeights> Prepare(const GemmBatch& b, const std::shared_p
       }
     });
   } else {
-    const size_t k4 = (K + 3) / 4, jpad = RoundUp(J, 16);
-    p->stride = k4 * jpad * 4;
+    const size_t k4 = (K + 3) / 4, width = PanelWidth(true, J), panels = (J + width - 1) / width;
+    p->panel_stride = k4 * width * 4;
+    p->stride = panels * p->panel_stride;
     p->dot.Resize(nw * p->stride);
-    parallel_for(nw, [&](size_t w) {
-      PackActK4(b.weights[w], 0, b.J, b.K, jpad, p->dot.data() + w * p->stride, ThreadScratch().index.Resize(K * jpad));
+    parallel_for(nw * panels, [&](size_t i) {
+      const size_t w = i / panels, l0 = (i % panels) * width;
+      PackActK4(b.weights[w], int64_t(l0), int64_t(std::min(width, J - l0)), b.K, width,
+                p->dot.data() + w * p->stride + (i % panels) * p->panel_stride, ThreadScratch().index.Resize(K * width));
     });
   }
   return p;
@@ -247,8 +261,7 @@ std::string RunApproxGemm(const GemmBatch& b, const std::shared_ptr<const LutPla
   const bool lanes_j = mode == kLutLanesJ || mode == kDotLanesJ;
   const size_t L = lanes_j ? J : I, T = lanes_j ? I : J;
   const size_t lane_unit = dot ? 16 : 64;
-  const size_t max_panel = lanes_i_dot ? kDotLanes : mode == kDotLanesJ ? kDotLanesWide : kLutLanes;
-  const size_t panel = std::min(RoundUp(L, lane_unit), max_panel);
+  const size_t panel = PanelWidth(dot, L);
   const size_t panels = (L + panel - 1) / panel;
   const size_t min_tasks = options.min_tasks ? options.min_tasks
                                              : 2 * std::max(1u, std::thread::hardware_concurrency());
@@ -341,15 +354,15 @@ std::string RunApproxGemm(const GemmBatch& b, const std::shared_ptr<const LutPla
       variant->dot(args);
     } else if (mode == kDotLanesJ) {
       // Activation rows t0 .. t0 + nt folded per term: the broadcast operand.
-      const size_t ldt = 4 * k4, jpad = RoundUp(J, 16);
+      const size_t ldt = 4 * k4;
       const size_t terms = plan.dot_masks_swapped.size();
       int8_t* folded = s.act.Resize(terms * nt * ldt);
       int32_t* sums = s.sums.Resize(terms * nt);
       PackFoldedRows(p.a, int64_t(t0), nt, K, ldt, plan.decomposition.terms, plan.dot_masks, folded,
                      nt * ldt, sums, nt);
       kernels::DotGemmArgs args{plan.dot_masks_swapped.data(), plan.dot_masks_swapped.size(),
-                                pw.dot.data() + p.weight * pw.stride + l0 * 4,
-                                jpad, lanes, k4, folded, nt * ldt, ldt, sums, nt, nt, tile};
+                                pw.dot.data() + p.weight * pw.stride + pan * pw.panel_stride,
+                                panel, lanes, k4, folded, nt * ldt, ldt, sums, nt, nt, tile};
       variant->dot(args);
     } else if (mode == kLutLanesI) {
       kernels::LutGemmArgs args{plan.by_weight.data(), plan.fits_int16 ? plan.planes_by_weight.data() : nullptr,
@@ -359,7 +372,8 @@ std::string RunApproxGemm(const GemmBatch& b, const std::shared_ptr<const LutPla
       uint8_t* sel = s.index.Resize(nt * K + 64);
       PackIndexRows(p.a, int64_t(t0), int64_t(nt), b.K, K, sel);
       kernels::LutGemmArgs args{plan.by_act(), plan.fits_int16 ? plan.planes_by_act.data() : nullptr,
-                                pw.index.data() + p.weight * pw.stride + l0, RoundUp(J, 64), lanes, K, sel, K, nt, tile};
+                                pw.index.data() + p.weight * pw.stride + pan * pw.panel_stride, panel, lanes, K, sel,
+                                K, nt, tile};
       variant->lut(args);
     }
     Scatter(tile, lanes, nt, nl, y, ld_t, ld_l);

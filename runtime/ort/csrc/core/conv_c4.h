@@ -19,10 +19,10 @@
 namespace axmoe {
 
 struct C4Layout {
-  int64_t c4, hp, wp;
+  int64_t c4, hp, wp;  // channel groups of 4, padded height and width
+  int64_t kh_kw;       // taps per channel
   size_t bytes() const { return size_t(c4 * hp * wp * 4); }
-  int64_t k4() const { return kh_kw * c4; }
-  int64_t kh_kw;
+  int64_t k4() const { return kh_kw * c4; }  // reduction length in dwords
 };
 
 C4Layout MakeC4Layout(const ConvGeometry& g);
