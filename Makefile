@@ -21,15 +21,7 @@ PYTEST_WORKERS ?= 2
 .PHONY: demo test install data ort-headers clean
 
 demo: install data
-	@echo "== the multiplier catalog (python -m multipliers list)"
-	$(PY) -m multipliers list
-	@echo; echo "== exact decomposition of a partial-product multiplier (python -m multipliers decompose mul8s_1KVA)"
-	$(PY) -m multipliers decompose mul8s_1KVA
-	$(PY) -m multipliers plot out/multipliers.png
-	@echo; echo "== the custom-op library in onnxruntime, against the numpy oracle"
-	$(PY) -m runtime.ort check
-	@echo; echo "== Fashion-MNIST (embedded default data)"
-	$(PY) -m models.data
+	$(PY) -m eval sweep configs/demo.yaml
 
 test: install data
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests

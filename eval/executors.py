@@ -2,7 +2,7 @@
 
     ex = make_executor("local", workers=2)     # or ("ray", workers=4, address="ray://host:10001")
     handle = ex.submit(fn, *args, cpus=1)      # fn: a module-level function (pickled by reference)
-    done = ex.wait(handles)                    # blocks until at least one finishes
+    done = ex.wait(handles, timeout=5)         # those finished (at least one, or none after timeout s)
     ex.result(done[0]); ex.shutdown()
 
 Ray tasks request `cpus` CPUs each, so a cluster runs as many at once as it has room for;
@@ -12,10 +12,13 @@ their job folders must be on a filesystem every node sees (one machine, or a sha
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable
 
 EXECUTORS = ("local", "ray")
+#: environment the jobs read, handed to Ray workers (a cluster's workers do not inherit ours)
+FORWARDED_ENV = ("AXMOE_DATA_DIR", "AXMOE_ORT_LIBRARY", "AXMOE_KERNEL", "AXMOE_PATH")
 
 
 class ExecutorError(RuntimeError):
@@ -31,8 +34,8 @@ class LocalExecutor:
     def submit(self, fn: Callable[..., Any], *args: Any, cpus: int = 1) -> Future:
         return self.pool.submit(fn, *args)
 
-    def wait(self, handles: list[Future]) -> list[Future]:
-        done, _ = wait(handles, return_when=FIRST_COMPLETED)
+    def wait(self, handles: list[Future], timeout: float | None = None) -> list[Future]:
+        done, _ = wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
         return [h for h in handles if h in done]
 
     def result(self, handle: Future) -> Any:
@@ -53,8 +56,10 @@ class RayExecutor:
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:
-            kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": workers}
-            ray.init(log_to_driver=False, include_dashboard=False, **kwargs)
+            kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": workers,
+                                                                          "include_dashboard": False}
+            env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+            ray.init(log_to_driver=False, runtime_env={"env_vars": env} if env else None, **kwargs)
         self.remote: dict[Callable[..., Any], Any] = {}
 
     def submit(self, fn: Callable[..., Any], *args: Any, cpus: int = 1) -> Any:
@@ -62,8 +67,8 @@ class RayExecutor:
             self.remote[fn] = self.ray.remote(fn)
         return self.remote[fn].options(num_cpus=cpus, max_retries=0).remote(*args)
 
-    def wait(self, handles: list[Any]) -> list[Any]:
-        done, _ = self.ray.wait(handles, num_returns=1)
+    def wait(self, handles: list[Any], timeout: float | None = None) -> list[Any]:
+        done, _ = self.ray.wait(handles, num_returns=1, timeout=timeout)
         return [h for h in handles if h in done]
 
     def result(self, handle: Any) -> Any:

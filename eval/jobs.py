@@ -25,6 +25,8 @@ from typing import Any, Callable, Iterator
 import yaml
 
 JOB_VERSION = 1  # bump when a job's recipe changes what it produces
+#: options that change how a job reports, not what it produces: left out of its hash
+UNHASHED = {"train": ("log_every", "eval_batch_size")}
 RESULT = "result.json"
 FAILED = "failed.json"
 
@@ -41,6 +43,15 @@ def cell_spec(model_hash: str, multiplier: str, retrained: bool, dataset: str, r
     if retrained:
         spec["retrain"] = dict(retrain)
     return spec
+
+
+def job_hash(spec: dict[str, Any]) -> str:
+    """The folder name's hash: `config_hash` of the spec without its `UNHASHED` options."""
+    from eval.sweep_config import config_hash
+
+    kept = {key: ({k: v for k, v in value.items() if k not in UNHASHED.get(key, ())} if isinstance(value, dict)
+                  else value) for key, value in spec.items()}
+    return config_hash(kept)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -61,33 +61,88 @@ def multiplier_order(rows: list[dict[str, Any]]) -> list[str]:
     return sorted(power, key=lambda m: (power[m] is None, -(power[m] or 0.0)))
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points no other point beats on both axes (lower power, higher accuracy), by power."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+#: label offsets tried in turn (points): above, below, right, left, then further out
+OFFSETS = [(0, 6, "center", "bottom"), (0, -6, "center", "top"), (6, 0, "left", "center"),
+           (-6, 0, "right", "center"), (6, 6, "left", "bottom"), (-6, 6, "right", "bottom"),
+           (6, -6, "left", "top"), (-6, -6, "right", "top"), (0, 15, "center", "bottom"),
+           (0, -15, "center", "top"), (14, 0, "left", "center"), (-14, 0, "right", "center"),
+           (10, 14, "left", "bottom"), (-10, 14, "right", "bottom"), (10, -14, "left", "top"),
+           (-10, -14, "right", "top"), (0, 24, "center", "bottom"), (0, -24, "center", "top")]
+
+
+def place_labels(ax, items: list[tuple[float, float, str, str]]) -> None:
+    """Annotate (x, y, text, color) points so labels overlap neither each other nor markers:
+    each label takes the first offset whose box is free, measured by the renderer."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    marks = [ax.transData.transform((x, y)) for x, y, _, _ in items]
+    radius = 4 * fig.dpi / 72
+    taken = [(px - radius, py - radius, px + radius, py + radius) for px, py in marks]
+
+    def overlap(box) -> float:
+        return sum(max(0.0, min(box[2], t[2]) - max(box[0], t[0])) * max(0.0, min(box[3], t[3]) - max(box[1], t[1]))
+                   for t in taken)
+
+    for x, y, text, color in items:
+        best = None
+        for dx, dy, ha, va in OFFSETS:
+            far = max(abs(dx), abs(dy)) > 10  # a leader line says whose label it is
+            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), ha=ha, va=va,
+                                fontsize=6.5, color=color,
+                                arrowprops={"arrowstyle": "-", "color": color, "lw": 0.5, "alpha": 0.7,
+                                            "shrinkA": 0, "shrinkB": 3} if far else None)
+            extent = label.get_window_extent(renderer)
+            box = (extent.x0, extent.y0, extent.x1, extent.y1)
+            cost = overlap(box)
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, label, box)
+            else:
+                label.remove()
+            if cost == 0:
+                break
+        taken.append(best[2])
+
+
 def accuracy_vs_power(table: list[dict[str, Any]], path: Path, title: str) -> Path | None:
     rows = [r for r in _ok(table) if r.get("normalised_power") is not None]
     if not rows:
         return None
     archs = list(dict.fromkeys(r["arch"] for r in rows))
-    fig, axes = _axes(len(archs), 6.6, 4.8)
+    fig, axes = _axes(len(archs), 6.8, 5.0)
     for ax, arch in zip(axes, archs):
-        series = _series([r for r in rows if r["arch"] == arch])
-        for index, ((topo, retrained), points) in enumerate(series.items()):
-            points = sorted(points, key=lambda r: r["normalised_power"])
-            x = [p["normalised_power"] for p in points]
-            y = [100 * p["top1"] for p in points]
-            ax.plot(x, y, marker=MARKERS.get(topo, "o"), color=_color(topo), label=_label(topo, retrained),
-                    linewidth=1.6, markersize=5.5, **_style(ax, retrained))
-            # one row of labels per curve, alternating above and below, so names don't collide
-            offset = 7 + 9 * (index // 2) if index % 2 == 0 else -(11 + 9 * (index // 2))
-            for p, xi, yi in zip(points, x, y):
-                ax.annotate(_short(p["multiplier"]), (xi, yi), textcoords="offset points", xytext=(0, offset),
-                            ha="center", fontsize=6.5, color=_color(topo), alpha=0.9)
+        labels = []
+        for (topo, retrained), points in _series([r for r in rows if r["arch"] == arch]).items():
+            xy = [(p["normalised_power"], 100 * p["top1"]) for p in points]
+            front = pareto_front(xy)
+            style = _style(ax, retrained)
+            ax.plot(*zip(*front), color=_color(topo), linewidth=1.6, linestyle=style["linestyle"],
+                    marker=MARKERS.get(topo, "o"), markersize=6, markerfacecolor=style["markerfacecolor"],
+                    label=_label(topo, retrained))
+            ax.scatter(*zip(*xy), marker=MARKERS.get(topo, "o"), s=34, zorder=3,
+                       facecolors="white" if retrained else _color(topo), edgecolors=_color(topo))
+            labels += [(x, y, _short(p["multiplier"]), _color(topo)) for (x, y), p in zip(xy, points)]
         ax.axvline(1.0, color="#999999", linewidth=0.8, linestyle=":")
         ax.set_title(arch, fontsize=11)
         ax.set_xlabel("normalised power (dense model, exact multiplier = 1)")
         ax.set_ylabel("top-1 accuracy (%)")
         ax.grid(alpha=0.3)
+        xs = [x for x, _, _, _ in labels]
+        ax.set_xlim(min(xs) - 0.06 * (max(xs) - min(xs) + 0.1), max(xs) + 0.06 * (max(xs) - min(xs) + 0.1))
         lo, hi = ax.get_ylim()
-        ax.set_ylim(lo - 0.06 * (hi - lo), hi + 0.06 * (hi - lo))
-        ax.legend(fontsize=8, loc="lower right")
+        ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.07 * (hi - lo))
+        ax.legend(fontsize=8, loc="lower right", title="line: Pareto front", title_fontsize=7.5)
+        place_labels(ax, labels)
     fig.suptitle(f"{title}: accuracy vs normalised power", fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
@@ -144,13 +199,15 @@ def expert_load(table: list[dict[str, Any]], path: Path, title: str) -> Path | N
         colors = plt.cm.viridis(np.linspace(0.05, 0.9, len(order)))
         for i, mult in enumerate(order):
             share = by[mult]["expert_load"][layer]["share"]
+            power = by[mult].get("power_mW")
             ax.bar(np.arange(experts) - 0.4 + width * (i + 0.5), [100 * s for s in share], width,
-                   color=colors[i], label=_short(mult), edgecolor="white", linewidth=0.3)
+                   color=colors[i], label=f"{_short(mult)} ({power:.3f} mW)" if power else _short(mult),
+                   edgecolor="white", linewidth=0.3)
         ax.axhline(100 / experts, color="#cc3333", linestyle="--", linewidth=1, label="uniform")
         ax.set_xticks(range(experts))
         ax.set_xticklabels([f"expert {e}" for e in range(experts)])
         ax.set_ylabel("routed rows (%)")
-        ax.set_ylim(0, 100)
+        ax.set_ylim(0, 104)
         ax.set_title(f"{arch} {topo} MoE, layer {layer}{', retrained' if retrained else ''}", fontsize=10)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="multiplier",

@@ -15,6 +15,7 @@ starts no worker at all and only re-renders.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from eval.jobs import cached, cell_spec, model_spec, run_job
-from eval.sweep_config import SweepConfig, config_hash, load_config
+from eval.jobs import cached, cell_spec, job_hash, model_spec, run_job
+from eval.sweep_config import SweepConfig, load_config
 
 
 @dataclass
@@ -48,13 +49,13 @@ def plan(config: SweepConfig) -> tuple[dict[str, Job], list[Job]]:
     cells: list[Job] = []
     for cell in config.cells():
         mspec = model_spec(cell["arch"], cell["topology"], config.dataset, config.train, config.export)
-        mhash = config_hash(mspec)
+        mhash = job_hash(mspec)
         if mhash not in models:
             models[mhash] = Job(mspec, jobs_dir / f"model-{mhash}", f"model {cell['arch']}/{cell['topology']}")
         cspec = cell_spec(mhash, cell["multiplier"], cell["retrained"], config.dataset, config.retrain, config.eval)
         label = (f"cell {cell['arch']}/{cell['topology']} {cell['multiplier']}"
                  f"{' retrained' if cell['retrained'] else ''}")
-        cells.append(Job(cspec, jobs_dir / f"cell-{config_hash(cspec)}", label, needs=mhash, cell=cell))
+        cells.append(Job(cspec, jobs_dir / f"cell-{job_hash(cspec)}", label, needs=mhash, cell=cell))
     for job in [*models.values(), *cells]:
         job.result = cached(job.folder)
     return models, cells
@@ -76,6 +77,28 @@ def _describe(job: Job) -> str:
     power = r.get("normalised_power")
     return (f"{job.label}: top-1 {r['top1']:.4f}, power {power:.3f}" if power is not None else
             f"{job.label}: top-1 {r['top1']:.4f}") + f" ({r['wall_s']:.0f} s)"
+
+
+def progress(job: Job) -> str:
+    """A few words on how far a running job is, from the files it writes."""
+    if job.spec["kind"] == "cell":
+        return f"{job.cell['topology']} {job.cell['multiplier'].removeprefix('mul8s_')}"
+    name = job.spec["topology"]
+    log = job.folder / "train" / "log.jsonl"
+    try:
+        lines = log.read_text().splitlines()
+    except OSError:
+        return f"{name}: starting"
+    total, step = None, 0
+    for line in lines:
+        record = json.loads(line) if line.startswith("{") else {}
+        total = record.get("total_steps", total)
+        step = record.get("step", step) if record.get("event") in ("step", "epoch") else step
+    if (job.folder / "export.json").is_file() or (job.folder / "train" / "metrics.json").is_file():
+        return f"{name}: exporting"
+    cap = job.spec["train"].get("max_steps")
+    total = min(total, cap) if total and cap else total
+    return f"{name}: step {step}/{total}" if total else f"{name}: training"
 
 
 def execute(models: dict[str, Job], cells: list[Job], backend: str, workers: int, threads: int,
@@ -114,7 +137,9 @@ def execute(models: dict[str, Job], cells: list[Job], backend: str, workers: int
             if model.result is not None:
                 release(model)
         while running:
-            for handle in executor.wait(list(running)):
+            done = executor.wait(list(running), timeout=5)
+            bar.set_postfix_str(", ".join(progress(j) for j in running.values()), refresh=True)
+            for handle in done:
                 job = running.pop(handle)
                 try:
                     job.result = executor.result(handle)
@@ -133,11 +158,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from eval.report import write_report
 
     start = time.time()
-    config = load_config(args.config, out=args.out)
+    config = load_config(args.config, out=args.out, check=False)
     models, cells = plan(config)
     workers = args.workers or config.workers or available_cores()
     threads = args.threads or config.threads or max(1, available_cores() // workers)
     todo = [j for j in [*models.values(), *cells] if j.result is None or j.result.get("status") != "ok"]
+    if todo and not args.report_only:
+        config.check()
     print(f"sweep {config.name}: {len(cells)} cells over {len(models)} models, {len(todo)} jobs to run "
           f"-> {config.out}")
     if args.dry_run:

@@ -136,7 +136,9 @@ class SweepConfig:
     retrain: dict = field(default_factory=dict)  # retrain_approx options
     eval: dict = field(default_factory=dict)   # python -m eval run options
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        """Check archs, topologies and every option against the commands' parsers (this
+        imports torch and the model zoo, so a cached sweep that only re-renders skips it)."""
         import models
 
         for arch in self.archs:
@@ -183,8 +185,8 @@ def _bool(value: Any, key: str) -> bool:
     raise SweepConfigError(f"{key}: expected yes/no, got {value!r}")
 
 
-def load_config(path: str | Path, out: str | Path | None = None) -> SweepConfig:
-    """Parse and check a sweep YAML (see module docstring)."""
+def load_config(path: str | Path, out: str | Path | None = None, check: bool = True) -> SweepConfig:
+    """Parse a sweep YAML (see module docstring); `check`: also `SweepConfig.check()` it."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -206,7 +208,7 @@ def load_config(path: str | Path, out: str | Path | None = None) -> SweepConfig:
             raise SweepConfigError(f"{section}: expected a mapping of options")
         sections[section] = value
     retrain_mults = raw.get("retrain_multipliers")
-    return SweepConfig(
+    config = SweepConfig(
         name=name,
         out=Path(out or raw.get("out") or Path("out") / name),
         dataset=str(raw.get("dataset", "fashion-mnist")),
@@ -220,3 +222,6 @@ def load_config(path: str | Path, out: str | Path | None = None) -> SweepConfig:
         threads=int(raw["threads"]) if raw.get("threads") else None,
         **sections,
     )
+    if check:
+        config.check()
+    return config
