@@ -150,3 +150,10 @@ def test_config_errors(tmp_path, override, message, capsys):
     assert message in str(info.value)
     assert main(["sweep", str(path)]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["demo", "study"])
+def test_shipped_configs_are_valid(name):
+    root = Path(__file__).resolve().parents[2]
+    config = load_config(root / "configs" / f"{name}.yaml")
+    assert config.cells() and config.multipliers[0] == "mul8s_1KV6"
