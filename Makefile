@@ -18,7 +18,7 @@ endif
 NATIVE_SOURCES := pyproject.toml CMakeLists.txt $(shell find runtime -name '*.cc' -o -name '*.h' 2>/dev/null)
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test install data ort-headers clean
+.PHONY: demo test install data ort-headers sanitize bench clean
 
 demo: install data
 	$(PY) -m eval sweep configs/demo.yaml
@@ -27,6 +27,25 @@ test: install data
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
 
 install: $(INSTALLED)
+
+# ASan + UBSan build of the custom-op kernels, run against the C++ kernel tester and the
+# differential tests (libstdc++ is preloaded too, or ASan aborts on onnxruntime's exceptions).
+SANITIZE_BUILD := build/sanitize
+sanitize: install data
+	cmake -S . -B $(SANITIZE_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAXMOE_SANITIZE=ON -DAXMOE_BUILD_TESTER=ON \
+	    $(if $(ORT_HEADERS),-DONNXRUNTIME_INCLUDE_DIR=$(abspath $(dir $(ORT_HEADERS))))
+	cmake --build $(SANITIZE_BUILD) -j2
+	$(SANITIZE_BUILD)/axmoe_kernel_tester
+	LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libstdc++.so)" \
+	ASAN_OPTIONS=detect_leaks=0:log_path=$(SANITIZE_BUILD)/asan UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	AXMOE_ORT_LIBRARY=$(abspath $(SANITIZE_BUILD))/libaxmoe_ort.so \
+	$(PY) -m pytest -q -p no:cacheprovider tests/runtime \
+	    --deselect tests/runtime/test_kernel_tester.py --deselect tests/runtime/test_aarch64_qemu.py
+
+# Benchmarks (numbers in BENCHMARKS.md; never part of `make test`)
+bench: install data
+	$(PY) -m runtime.bench --min-time 1.5 --rounds 10
+	$(PY) benchmarks/retrain_step.py
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
