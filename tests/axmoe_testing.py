@@ -1,6 +1,9 @@
 """Helpers shared by the test packages: small models, calibration data, runners."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -58,3 +61,15 @@ def run_oracle(int8: onnx.ModelProto, rewritten: onnx.ModelProto, x: np.ndarray,
         mults[name] = m
     with torch.no_grad():
         return QDQEmulation(int8, multipliers=mults, backend="oracle")(torch.from_numpy(x)).numpy()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(module: str, *args, ok: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m module args...` from the repo root; asserts success unless `ok` is False."""
+    proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    if ok:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc

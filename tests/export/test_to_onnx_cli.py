@@ -1,9 +1,6 @@
 """`python -m export.to_onnx` through the real entry point, on real Fashion-MNIST data."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import onnx
 import pytest
@@ -13,15 +10,12 @@ import models
 from export.exporter import read_metadata
 from models.datasets import load_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
+from axmoe_testing import run_cli
+
 
 
 def cli(*args, ok=True):
-    proc = subprocess.run([sys.executable, "-m", "export.to_onnx", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    if ok:
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc
+    return run_cli("export.to_onnx", *args, ok=ok)
 
 
 @pytest.fixture(scope="module")

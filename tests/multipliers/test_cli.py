@@ -1,8 +1,6 @@
 """`python -m multipliers` through the real entry point."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,16 +8,13 @@ import pytest
 
 import multipliers
 
-ROOT = Path(__file__).resolve().parents[2]
+from axmoe_testing import run_cli
+
 PP_MODEL = (Path(__file__).with_name("data") / "mul8s_pp2.c").read_text()
 
 
 def cli(*args, ok=True):
-    proc = subprocess.run([sys.executable, "-m", "multipliers", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+    return run_cli("multipliers", *args, ok=ok)
 
 
 def test_list_json():

@@ -1,22 +1,16 @@
 """`python -m passes.approximate` through the real entry point."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import onnx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from axmoe_testing import run_cli
+
 
 
 def cli(*args, ok=True):
-    proc = subprocess.run([sys.executable, "-m", "passes.approximate", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    if ok:
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc
+    return run_cli("passes.approximate", *args, ok=ok)
 
 
 @pytest.fixture(scope="module")
