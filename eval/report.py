@@ -126,7 +126,8 @@ def write_markdown(path: Path, config, table: list[dict[str, Any]], plots: dict[
                                f"{r.get('error', '')}")
     captions = {
         "accuracy_vs_power": "Top-1 accuracy against normalised power (1 = the dense model with the exact "
-                             "multiplier); one curve per topology, points are the multipliers.",
+                             "multiplier); every multiplier is a point, each topology's line its Pareto front "
+                             "(the best accuracy at or below each power).",
         "accuracy_vs_multiplier": "Top-1 accuracy per multiplier, multipliers ordered by PDK45 power "
                                   "(highest, the exact one, first).",
         "expert_load": "Share of routed rows per expert of each MoE layer on the evaluated images, per "

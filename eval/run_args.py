@@ -24,8 +24,9 @@ def create_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N test images only")
     p.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed warm-up runs (default: 2)")
     p.add_argument("--dense-macs", type=float, metavar="MACS",
-                   help="MACs per image of the dense reference model (default: inferred from the graph: "
-                        "trunk + one expert per MoE layer)")
+                   help="MACs per image of the dense reference model, e.g. the 'active MACs/image' of the "
+                        "dense model's own eval run (default: inferred from the graph: trunk + one expert "
+                        "per MoE layer, which undercounts a ViT Soft MoE's dense MLP)")
     p.add_argument("--json", metavar="OUT.json", help="write the full result (per-layer MACs included)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return p

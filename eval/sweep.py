@@ -80,9 +80,7 @@ def _describe(job: Job) -> str:
 
 
 def progress(job: Job) -> str:
-    """A few words on how far a running job is, from the files it writes."""
-    if job.spec["kind"] == "cell":
-        return f"{job.cell['topology']} {job.cell['multiplier'].removeprefix('mul8s_')}"
+    """A few words on how far a running model job is, from the files it writes."""
     name = job.spec["topology"]
     log = job.folder / "train" / "log.jsonl"
     try:
@@ -138,7 +136,9 @@ def execute(models: dict[str, Job], cells: list[Job], backend: str, workers: int
                 release(model)
         while running:
             done = executor.wait(list(running), timeout=5)
-            bar.set_postfix_str(", ".join(progress(j) for j in running.values()), refresh=True)
+            # queued cells sit in `running` too, so only the models' training is described
+            bar.set_postfix_str(", ".join(progress(j) for j in running.values() if j.spec["kind"] == "model"),
+                                refresh=True)
             for handle in done:
                 job = running.pop(handle)
                 try:
