@@ -17,11 +17,13 @@ of many runs, the sessions of a layer taking turns, so a shared machine disturbs
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -92,22 +94,23 @@ def axmoe_model(layer: Layer, lut: np.ndarray) -> bytes:
                   [helper.make_tensor_value_info("y", TensorProto.INT32, None)], inits)
 
 
-def best_seconds(sessions: dict, x: np.ndarray, min_time: float, rounds: int = 5) -> dict[str, float]:
-    """Fastest single run of each session. Sessions take turns, a few runs each, over several
-    rounds, so all columns see the same machine (this one is shared with other work)."""
-    for sess in sessions.values():
+def best_seconds(runs: dict[str, Callable[[], object]], min_time: float, rounds: int = 5) -> dict[str, float]:
+    """Fastest single call of each zero-argument function. They take turns, a few calls each,
+    over several rounds, so all columns see the same machine (this one is shared with other
+    work); two warm-up calls each first."""
+    for run in runs.values():
         for _ in range(2):
-            sess.run(None, {"x": x})
-    best = {label: float("inf") for label in sessions}
+            run()
+    best = {label: float("inf") for label in runs}
     for _ in range(rounds):
-        for label, sess in sessions.items():
+        for label, run in runs.items():
             start = time.perf_counter()
-            runs = 0
-            while runs < 2 or time.perf_counter() - start < min_time / rounds:
+            calls = 0
+            while calls < 2 or time.perf_counter() - start < min_time / rounds:
                 t = time.perf_counter()
-                sess.run(None, {"x": x})
+                run()
                 best[label] = min(best[label], time.perf_counter() - t)
-                runs += 1
+                calls += 1
     return best
 
 
@@ -136,7 +139,8 @@ def measure(layer: Layer, threads: int, batch: int, min_time: float, rounds: int
         else:
             os.environ["AXMOE_KERNEL"], os.environ["AXMOE_PATH"] = spec["isa"], spec["path"]
             sessions[label] = runtime.ort.session(axmoe_model(layer, multipliers.get(spec["lut"]).lut), threads=threads)
-    best = best_seconds(sessions, x, min_time, rounds)
+    best = best_seconds({label: functools.partial(sess.run, None, {"x": x}) for label, sess in sessions.items()},
+                        min_time, rounds)
     return {label: best.get(label, float("nan")) for label, _ in columns(layer)}
 
 
