@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -64,6 +65,7 @@ def default_model(work: Path) -> Path:
     from export.exporter import calibration_batches, export_model
     from models.datasets import load_dataset
 
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime's quantizer logs advice at WARNING
     torch.manual_seed(0)
     net = models.create("resnet20", "dense", num_classes=10)
     test = load_dataset("fashion-mnist", "test", image_size=32)
