@@ -106,5 +106,20 @@ def bits(x: np.ndarray) -> np.ndarray:
     return (u[..., None] >> np.arange(8)) & 1
 
 
+def bit_runs(mask: int) -> list[tuple[int, int]]:
+    """Maximal runs of set bits of an 8-bit mask as (lowest bit, length), lowest run first:
+    0b1101_0011 -> [(0, 2), (4, 1), (6, 2)]."""
+    runs, bit = [], 0
+    while bit < 8:
+        if mask >> bit & 1:
+            start = bit
+            while bit < 8 and mask >> bit & 1:
+                bit += 1
+            runs.append((start, bit - start))
+        else:
+            bit += 1
+    return runs
+
+
 #: Weight of bit i in a signed 8-bit value: 2^i, and -2^7 for the sign bit.
 BIT_WEIGHTS = np.array([1, 2, 4, 8, 16, 32, 64, -128], dtype=np.int64)

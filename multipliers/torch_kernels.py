@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from multipliers.lut import bit_runs
 from multipliers.multiplier import Multiplier
 
 _FLOAT32_EXACT_K = 1 << 10
@@ -68,26 +69,13 @@ class _StraightThrough(torch.autograd.Function):
         return grad, None
 
 
-def _runs(mask: int) -> list[tuple[int, int]]:
-    """Maximal runs of set bits of an 8-bit mask as (lowest bit, one past the highest)."""
-    runs, bit = [], 0
-    while bit < 8:
-        if mask >> bit & 1:
-            start = bit
-            while bit < 8 and mask >> bit & 1:
-                bit += 1
-            runs.append((start, bit))
-        else:
-            bit += 1
-    return runs
-
-
 def _masked(x: torch.Tensor, mask: int) -> torch.Tensor:
     """x & mask for integer-valued floats in [-128, 127], with float ops only: for a run of bits
     [lo, hi), the bits of x there are (x mod 2^hi) - (x mod 2^lo) (floor modulo, which is the
     two's-complement low part), and a run that reaches bit 7 is x - (x mod 2^lo)."""
     out = None
-    for lo, hi in _runs(mask):
+    for lo, length in bit_runs(mask):
+        hi = lo + length
         low = torch.remainder(x, float(1 << lo)) if lo else 0.0
         high = x if hi == 8 else torch.remainder(x, float(1 << hi))
         part = high - low

@@ -26,7 +26,7 @@ import numpy as np
 import onnx_ir as ir
 
 from multipliers.decompose import Decomposition, Term
-from multipliers.lut import signed_mask
+from multipliers.lut import bit_runs, signed_mask
 from passes.candidates import IntegerOp
 
 DOMAIN = "axmoe"
@@ -119,20 +119,6 @@ class MaskUnsupported(ValueError):
     pass
 
 
-def _runs(mask: int) -> list[tuple[int, int]]:
-    """Maximal runs of set bits of an 8-bit mask as (lowest bit, length)."""
-    runs, bit = [], 0
-    while bit < 8:
-        if mask >> bit & 1:
-            start = bit
-            while bit < 8 and mask >> bit & 1:
-                bit += 1
-            runs.append((start, bit - start))
-        else:
-            bit += 1
-    return runs
-
-
 def byte_field(b: Builder, x: ir.Value, mask: int, shift_down: bool) -> ir.Value:
     """uint8 `x & mask`, or `(x & mask) >> lowest set bit` when `shift_down`."""
     low = (mask & -mask).bit_length() - 1
@@ -143,7 +129,7 @@ def byte_field(b: Builder, x: ir.Value, mask: int, shift_down: bool) -> ir.Value
         return out
     # x & mask = sum over runs (lo, n) of ((x >> lo) mod 2^n) << lo, runs being disjoint bits
     out = None
-    for lo, n in _runs(mask):
+    for lo, n in bit_runs(mask):
         part = x if lo == 0 else b.op("BitShift", [x, b.const(np.array(lo, np.uint8), "shift")], {"direction": "RIGHT"})
         if lo + n < 8:
             part = b.op("Mod", [part, b.const(np.array(1 << n, np.uint8), "modulus")])

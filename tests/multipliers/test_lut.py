@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from multipliers.lut import (LUTError, apply_mask, bits, exact_lut, load_lut, save_lut,
+from multipliers.lut import (LUTError, apply_mask, bit_runs, bits, exact_lut, load_lut, save_lut,
                              signed_mask, validate_lut)
 
 
@@ -61,3 +61,12 @@ def test_bits_reconstruct_value():
     values = np.arange(-128, 128)
     weights = np.array([1, 2, 4, 8, 16, 32, 64, -128])
     assert np.array_equal(bits(values) @ weights, values)
+
+
+@pytest.mark.parametrize("mask", range(256))
+def test_bit_runs_are_maximal_and_rebuild_the_mask(mask):
+    runs = bit_runs(mask)
+    assert sum(((1 << n) - 1) << lo for lo, n in runs) == mask
+    assert all(n > 0 for _, n in runs)
+    # maximal: consecutive runs are separated by at least one clear bit
+    assert all(lo2 > lo1 + n1 for (lo1, n1), (lo2, _) in zip(runs, runs[1:]))
