@@ -1,7 +1,8 @@
 """Compile an axmoe ONNX model with TVM: targets, the Relax pipeline, the deployable library.
 
     lib = compile_model(model, "host")                    # tvm.runtime.Executable
-    export(lib, "model.so", "aarch64")                    # cross-linked with aarch64-linux-gnu-g++
+    export(lib, "model.so", "aarch64", signature(model, 1))  # cross-linked with aarch64-linux-gnu-g++,
+                                                          # + model.so.json (what `run` needs)
 
 Targets: "host" (this CPU, its features detected by LLVM), "aarch64" (Raspberry Pi 4 class:
 {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72"}), or a JSON target
@@ -61,6 +62,16 @@ def resolve_target(spec: str | dict | tvm.target.Target) -> tvm.target.Target:
         return tvm.target.Target(config)
     except Exception as exc:  # TVM validates targets with its own exception types
         raise TargetError(f"invalid target {json.dumps(config)}: {str(exc).splitlines()[-1]}") from None
+
+
+def cross_compiler_available() -> bool:
+    return shutil.which(CROSS_COMPILER) is not None
+
+
+def describe_target(target: tvm.target.Target) -> str:
+    """One line: triple and CPU, e.g. 'aarch64-linux-gnu cortex-a72'."""
+    triple = str(target.attrs.get("mtriple", "") or "") or tvm.target.codegen.llvm_get_system_triple()
+    return f"{triple} {target.attrs.get('mcpu', '') or 'generic'}"
 
 
 def is_cross(target: tvm.target.Target) -> bool:
@@ -123,13 +134,36 @@ def compile_model(model: onnx.ModelProto, target="host", batch: int | None = Non
     return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target))
 
 
-def export(executable, path: str | Path, target="host") -> Path:
-    """Write the deployable shared library (cross-linked for a foreign triple)."""
+def signature(model: onnx.ModelProto, batch: int | None) -> dict:
+    """What a runner needs to feed a compiled model: its (single) input's name, shape (the batch
+    `batch`, or None when symbolic) and dtype, and its output names."""
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in initializers]
+    if len(inputs) != 1:
+        raise ValueError(f"the TVM backend runs models with one input, this one has {len(inputs)}: "
+                         f"{', '.join(v.name for v in inputs)}")
+    value = inputs[0]
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+    if dims:
+        dims[0] = batch
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
+    return {"input": {"name": value.name, "shape": dims, "dtype": dtype},
+            "outputs": [v.name for v in model.graph.output]}
+
+
+def sidecar(path: str | Path) -> Path:
+    """The metadata file written beside a library: LIB.so -> LIB.so.json."""
+    return Path(str(path) + ".json")
+
+
+def export(executable, path: str | Path, target="host", metadata: dict | None = None) -> Path:
+    """Write the deployable shared library (cross-linked for a foreign triple) and, when given,
+    its metadata (`signature` plus anything else) as `sidecar(path)`."""
     target = resolve_target(target)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if is_cross(target):
-        if shutil.which(CROSS_COMPILER) is None:
+        if not cross_compiler_available():
             raise TargetError(f"{CROSS_COMPILER} not found: install Debian's g++-aarch64-linux-gnu to link "
                               f"for {target.attrs['mtriple']}")
         from tvm.contrib import cc
@@ -137,4 +171,17 @@ def export(executable, path: str | Path, target="host") -> Path:
         executable.export_library(str(path), fcompile=cc.cross_compiler(CROSS_COMPILER))
     else:
         executable.export_library(str(path))
+    if metadata is not None:
+        info = {**metadata, "target": target_config(target), "tvm": tvm.__version__}
+        sidecar(path).write_text(json.dumps(info, indent=1) + "\n")
     return path
+
+
+def target_config(target: tvm.target.Target) -> dict:
+    """The JSON dict of `target` (kind, mtriple, mcpu, mattr: what `resolve_target` takes)."""
+    config = {"kind": target.kind.name}
+    for key in ("mtriple", "mcpu", "mattr"):
+        value = target.attrs.get(key)
+        if value:
+            config[key] = [str(v) for v in value] if key == "mattr" else str(value)
+    return config

@@ -423,9 +423,11 @@ class Expand(OnnxOpConverter):
     one row instead of n, and the ops after it read out of bounds -- the MoE combine of the
     exported models does exactly this. Here every output dim follows the rule:
 
-        out_i = t_i if x_i == 1;  x_i if t_i == 1 (or -1);  else max(x_i, t_i)
+        out_i = t_i if x_i == 1, else x_i      (t_i is then 1, -1 or x_i: the pairs ONNX allows)
 
-    (max is the common value of the compatible pairs ONNX allows).
+    decided at run time when x_i is symbolic. An empty x_i = 0 stays 0: a MoE expert that no
+    row was routed to keeps its empty tensors (a max(x_i, t_i) would make it one row, read
+    out of bounds).
     """
 
     @classmethod
@@ -463,7 +465,7 @@ class Expand(OnnxOpConverter):
                     raise ConversionError(f"Expand: cannot broadcast {dims} to {target}")
                 out.append(d)
             else:
-                out.append(tvm.tirx.max(d, t))
+                out.append(tvm.tirx.Select(d == one, t, d))
                 unchanged = False
         if unchanged:
             return data
