@@ -53,12 +53,14 @@ def export(executable, path, target="host", metadata=None):
     return _export(executable, path, target=target, metadata=metadata)
 
 
-def session(path, threads: int | None = None, kernel: str = "auto", batch: int | None = None) -> "Session":
-    """A runnable model: `path` is an .onnx model (compiled for this CPU, cached) or a library
-    built by `python -m runtime.tvm compile` (see `runtime.tvm.runner.Session`)."""
+def session(path, threads: int | None = None, kernel: str = "auto", batch: int | None = None,
+            target="host") -> "Session":
+    """A runnable model: `path` is an .onnx model (compiled for `target`, by default this CPU,
+    and cached) or a library built by `python -m runtime.tvm compile` (see
+    `runtime.tvm.runner.Session`)."""
     from runtime.tvm.runner import open_session
 
-    return open_session(path, threads=threads, kernel=kernel, batch=batch)
+    return open_session(path, threads=threads, kernel=kernel, batch=batch, target=target)
 
 
 def __getattr__(name):

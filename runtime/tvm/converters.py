@@ -423,11 +423,13 @@ class Expand(OnnxOpConverter):
     one row instead of n, and the ops after it read out of bounds -- the MoE combine of the
     exported models does exactly this. Here every output dim follows the rule:
 
-        out_i = t_i if x_i == 1, else x_i      (t_i is then 1, -1 or x_i: the pairs ONNX allows)
+        out_i = x_i if t_i is 1 or -1, else t_i if x_i == 1, else x_i   (t_i == x_i then)
 
     decided at run time when x_i is symbolic. An empty x_i = 0 stays 0: a MoE expert that no
     row was routed to keeps its empty tensors (a max(x_i, t_i) would make it one row, read
-    out of bounds).
+    out of bounds). A -1 is torch's "keep this dim" (`cls_token.expand(B, -1, -1)`): the exported graph turns
+    it into 1 with Where(Equal(shape, -1), 1, shape), but TVM 0.27 folds that Where on a
+    shape to the shape itself, so -1 reaches this converter.
     """
 
     @classmethod
@@ -455,11 +457,11 @@ class Expand(OnnxOpConverter):
 
         out, unchanged = [], True
         for d, t in zip(dims, target):
-            if static(d, 1):
-                out.append(t)
-                unchanged = unchanged and static(t, 1)
-            elif static(t, 1) or static(t, -1):
+            if static(t, 1) or static(t, -1) or tvm.ir.structural_equal(d, t):
                 out.append(d)
+            elif static(d, 1):
+                out.append(t)
+                unchanged = False
             elif isinstance(d, tvm.tirx.IntImm) and isinstance(t, tvm.tirx.IntImm):
                 if d.value != t.value:
                     raise ConversionError(f"Expand: cannot broadcast {dims} to {target}")
