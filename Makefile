@@ -47,6 +47,14 @@ bench: install data
 	$(PY) -m runtime.bench --min-time 1.5 --rounds 10
 	$(PY) benchmarks/retrain_step.py
 
+# The TVM aarch64 library under qemu-aarch64 (minutes; `make test` skips it without the sysroot)
+.PHONY: test-aarch64 aarch64-sysroot
+aarch64-sysroot: install
+	PYTHON=$(PY) scripts/aarch64_sysroot.sh $(CACHE)/aarch64-sysroot
+
+test-aarch64: aarch64-sysroot
+	$(PY) -m pytest -q tests/runtime/tvm/test_aarch64.py -rs
+
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
