@@ -457,7 +457,7 @@ class Expand(OnnxOpConverter):
 
         out, unchanged = [], True
         for d, t in zip(dims, target):
-            if static(t, 1) or static(t, -1) or tvm.ir.structural_equal(d, t):
+            if static(t, 1) or static(t, -1) or d.same_as(t):
                 out.append(d)
             elif static(d, 1):
                 out.append(t)
