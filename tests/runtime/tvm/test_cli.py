@@ -11,8 +11,8 @@ from axmoe_testing import run_cli, run_ort
 
 @pytest.fixture(scope="module")
 def compiled(rewritten, tmp_path_factory):
-    """(model path, library) of ResNet-20 dense under mul8s_1L2J (decomposed), batch fixed at 4."""
-    model = rewritten("resnet20", "dense", "mul8s_1L2J", "decomposed")
+    """(model path, library) of ResNet-20 dense under mul8s_1KVA (lut lowering), batch fixed at 4."""
+    model = rewritten("resnet20", "dense", "mul8s_1KVA", "lut")
     library = tmp_path_factory.mktemp("cli") / "resnet20.so"
     proc = run_cli("runtime.tvm", "compile", model, "--target", "host", "--out", library, "--batch", 4, timeout=900)
     assert "wrote" in proc.stderr and "compile" in proc.stderr
