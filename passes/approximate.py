@@ -126,9 +126,13 @@ def _safe(name: str) -> str:
 class ApproximationPass(InPlacePass):
     """Rewrites the approximable ops of a model under a `Plan` (see module docstring)."""
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, rewrite_exact: bool = False):
+        """rewrite_exact: rewrite ops assigned the exact multiplier too (into the integer form
+        with the exact LUT, same outputs) instead of leaving them unchanged; backends that do
+        not fuse QDQ groups into integer kernels need that form (`runtime.tvm`)."""
         super().__init__()
         self.plan = plan
+        self.rewrite_exact = rewrite_exact
         self.report = Report(plan=plan.to_dict())
         self.assignment: dict[str, dict] = {}
 
@@ -159,7 +163,7 @@ class ApproximationPass(InPlacePass):
         self.assignment[name] = {"multiplier": mult.name, "rule": assignment.reason}
         lut = mult.lut if self.plan.operand_order == "xw" else np.ascontiguousarray(mult.lut.T)
         table = mult if self.plan.operand_order == "xw" else Multiplier(f"{mult.name}^T", lut, mult.kind)
-        if table.is_exact:
+        if table.is_exact and not self.rewrite_exact:
             entry.status, entry.lowering, entry.reason = "exact", "none", "exact multiplier: op unchanged"
             self.assignment[name]["lowering"] = "none"
             return False
@@ -211,8 +215,10 @@ class ApproximationPass(InPlacePass):
                 graph.remove(node, safe=True)
 
 
-def approximate(model: onnx.ModelProto | str | Path, plan: Plan | dict) -> tuple[onnx.ModelProto, Report]:
-    """Rewrite `model` under `plan`; returns the new model and the report."""
+def approximate(model: onnx.ModelProto | str | Path, plan: Plan | dict,
+                rewrite_exact: bool = False) -> tuple[onnx.ModelProto, Report]:
+    """Rewrite `model` under `plan`; returns the new model and the report. `rewrite_exact`:
+    see `ApproximationPass`."""
     from runtime.ops import register_schemas
 
     if isinstance(plan, dict):
@@ -223,7 +229,7 @@ def approximate(model: onnx.ModelProto | str | Path, plan: Plan | dict) -> tuple
     except Exception:  # shapes only feed the MAC counts of the report
         pass
     ir_model = ir.from_proto(proto)
-    approx_pass = ApproximationPass(plan)
+    approx_pass = ApproximationPass(plan, rewrite_exact=rewrite_exact)
     approx_pass(ir_model)
     out = ir.to_proto(ir_model)
     out.ir_version = proto.ir_version

@@ -95,9 +95,30 @@ def _kernel_option(kernel: str):
         converters.OPTIONS.kernel = previous
 
 
+def integer_form(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with every int8 Conv / Gemm / MatMul still in QDQ form (DequantizeLinear ->
+    op -> QuantizeLinear: the exact model, a mask multiplier's decomposed lowering, layers a
+    plan kept exact) rewritten by the approximation pass with the exact multiplier's LUT.
+
+    onnxruntime fuses those groups into integer kernels (QLinearConv, QGemm, ...): int32
+    accumulation, then y = saturate(round_half_even(float32(acc + bias) * (s_x s_w / s_y)) + z_y).
+    TVM's importer would instead run a float32 conv of the dequantized operands, which rounds
+    differently. The pass emits exactly onnxruntime's integer form (it is tested to leave
+    outputs identical with the exact LUT), and the converters compute the exact LUT as one
+    integer dot product, so this costs nothing at run time. Anything the pass skips (float
+    operands, asymmetric zero points) stays as it is.
+    """
+    from multipliers import exact
+    from passes.approximate import approximate
+
+    rewritten, _ = approximate(model, {"multiplier": exact().name, "lowering": "lut"}, rewrite_exact=True)
+    return rewritten
+
+
 def from_onnx(model: onnx.ModelProto, batch: int | None = None, kernel: str = "auto"):
     """Relax IRModule of `model` (a single float or integer input with a leading batch axis).
 
+    QDQ groups are first put in onnxruntime's integer form (`integer_form`).
     batch: fix the leading dimension of every graph input (None keeps it symbolic).
     kernel: product form of the axmoe ops, "auto" (exact decomposition where the LUT has one)
         or "lut" (table lookups everywhere).
@@ -108,6 +129,7 @@ def from_onnx(model: onnx.ModelProto, batch: int | None = None, kernel: str = "a
     if model.ir_version < 3:
         raise UnsupportedModelError(f"ONNX IR version {model.ir_version} is too old")
     _check_domains(model)
+    model = integer_form(model)
     initializers = {t.name for t in model.graph.initializer}
     shapes = {}
     for value in model.graph.input:

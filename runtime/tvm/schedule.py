@@ -9,9 +9,9 @@ Kernels, loop nest (conv; matmul is the same with ROWS rows for OW_TILE pixels):
           16 x CI micro-kernel: acc[ow, 0:16] += sum_ci x[ow, ci] * w[0:16, ci]
       vector    out[ow, 0:16] = acc[ow, 0:16] - comp[0:16]
 
-The micro-kernel is tensorized with AVX-512 VNNI (`vpdpbusd`, u8 x s8 -> s32, 64 MACs per
-instruction) when the target has it, and is otherwise a 16-lane int32 vector loop that LLVM
-lowers for the target (NEON on aarch64). The LUT product form gathers lut[x, w[0:16]] in the
+On targets with AVX-512 VNNI the dot-product form does not come here: `vnni.py` writes that
+nest in TIR with `vpdpbusd` (u8 x s8 -> s32, 64 MACs per instruction). Here the micro-kernel
+is a 16-lane int32 vector loop that LLVM lowers for the target (NEON on aarch64). The LUT product form gathers lut[x, w[0:16]] in the
 same nest (CI = 1). AVX-512 without VNNI would need `vpmaddubsw`, which saturates in int16,
 so it is not used: the generic loop is exact everywhere.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import tvm
 from tvm import s_tir, tirx
-from tvm.s_tir.tensor_intrin.x86 import VNNI_DOT_16x4_INTRIN
 
 KERNEL_ATTR = "axmoe.kernel"  # PrimFunc attribute naming the kernel kind: conv2d | matmul
 OW_TILE = 8
@@ -41,11 +40,10 @@ def _largest_divisor(n: int, limit: int) -> int:
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
 
-def _tile(sch: s_tir.Schedule, name: str, reductions: int, outer_loops: list, tile_loop, lane_loop,
-          vnni: bool) -> None:
+def _tile(sch: s_tir.Schedule, name: str, reductions: int, outer_loops: list, tile_loop, lane_loop) -> None:
     """Compute the reduction block `name` (`reductions` reduction axes, the last of depth CI)
     per output tile, under `tile_loop` of its consumer, in a local accumulator; its 16-lane
-    micro-kernel tensorized (VNNI) or vectorized. The consumer's `outer_loops` become one
+    micro-kernel vectorized. The consumer's `outer_loops` become one
     parallel loop and its `lane_loop` a vector loop."""
     block = sch.get_sblock(name)
     sch.compute_at(block, tile_loop, preserve_unit_loops=True)
@@ -54,21 +52,15 @@ def _tile(sch: s_tir.Schedule, name: str, reductions: int, outer_loops: list, ti
     reduction = loops[-reductions:]
     spatial_tile, lane = loops[-reductions - 2], loops[-reductions - 1]
     depth = reduction[-1]
-    vnni = vnni and int(sch.get(depth).extent) == 4
-    sch.reorder(*reduction[:-1], spatial_tile, lane, depth)
+    sch.reorder(*reduction[:-1], spatial_tile, depth, lane)
     # loop annotations that check the dataflow come before decompose_reduction: the update
     # block it leaves has no init and counts as neither complete nor reduction
-    if not vnni:
-        sch.reorder(depth, lane)
-        sch.vectorize(lane)
+    sch.vectorize(lane)
     sch.vectorize(lane_loop)
     sch.parallel(sch.fuse(*outer_loops))
     init = sch.decompose_reduction(block, reduction[0])
     sch.vectorize(sch.get_loops(init)[-1])
-    if vnni:
-        sch.tensorize(lane, VNNI_DOT_16x4_INTRIN)
-    else:
-        sch.unroll(depth)
+    sch.unroll(depth)
     sch.unroll(spatial_tile)
 
 
@@ -86,7 +78,7 @@ def schedule_conv2d(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.Prim
     out = sch.get_sblock("conv_out")
     n, g, mb, oh, ow, mi = sch.get_loops(out)
     ow_outer, _ = sch.split(ow, [None, _largest_divisor(int(sch.get(ow).extent), OW_TILE)])
-    _tile(sch, "conv", 5, [n, g, mb, oh, ow_outer], ow_outer, mi, has_vnni(target))
+    _tile(sch, "conv", 5, [n, g, mb, oh, ow_outer], ow_outer, mi)
     return sch.mod["main"]
 
 
@@ -99,7 +91,7 @@ def schedule_matmul(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.Prim
     r, bn, ni = sch.get_loops(out)
     r_outer, r_inner = sch.split(r, [None, ROWS])
     sch.reorder(r_outer, bn, r_inner, ni)
-    _tile(sch, "matmul", 3, [r_outer, bn], bn, ni, has_vnni(target))
+    _tile(sch, "matmul", 3, [r_outer, bn], bn, ni)
     return sch.mod["main"]
 
 
