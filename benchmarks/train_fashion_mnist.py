@@ -155,7 +155,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         cpu = f"{run['train_cpu_time_s'] / 60:.1f} min" if run.get("train_cpu_time_s") else "n/a"
         lines.append(f"| {name} | {100 * run['test_acc']:.2f} % | {run['train_wall_time_s'] / 60:.1f} min | "
                      f"{cpu} | {total} | {run['steps']} | {run['params']:,} |")
-    lines += ["", "Wall times were taken under `nice -n 10` on a 2-core machine shared with other "
+    lines += ["", "Wall times were taken on a 2-core machine shared with other "
               "jobs (load average " + result["host"]["load"] + " at the end), so they depend on that "
               "load; CPU time (both threads together, spin-waits included) varies less."]
     target = result["target_test_acc"]
@@ -240,7 +240,7 @@ def main() -> None:
                      "augment": "crop 4 + hflip" if args.augment else "none", "seed": args.seed,
                      "experts": args.experts},
         "target_test_acc": 0.90, "runs": runs, "compute": compute,
-        "command": "nice -n 10 .venv/bin/python benchmarks/train_fashion_mnist.py "
+        "command": ".venv/bin/python benchmarks/train_fashion_mnist.py "
                    f"--epochs {args.epochs} --batch-size {args.batch_size} --lr {args.lr}"
                    + (" --augment" if args.augment else "")}
     args.results.mkdir(parents=True, exist_ok=True)
