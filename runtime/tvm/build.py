@@ -166,7 +166,7 @@ def export(executable, path: str | Path, target="host", metadata: dict | None = 
         if not cross_compiler_available():
             raise TargetError(f"{CROSS_COMPILER} not found: install Debian's g++-aarch64-linux-gnu to link "
                               f"for {target.attrs['mtriple']}")
-        from tvm.contrib import cc
+        from tvm.support import cc
 
         executable.export_library(str(path), fcompile=cc.cross_compiler(CROSS_COMPILER))
     else:
