@@ -51,7 +51,7 @@ VARIANTS = {  # label -> (multiplier, lowering); None: the int8 model itself
     "1KVA lut": ("mul8s_1KVA", "lut"),
     "mitchell lut": ("mitchell", "lut"),
 }
-TVM_VARIANTS = ("exact", "1L2L dec", "1KVA lut", "1KVA dec", "mitchell lut")
+TVM_VARIANTS = ("exact", "1L2L dec", "1KVA lut")
 
 
 def default_model(work: Path) -> Path:
@@ -101,11 +101,13 @@ def tvm_session_factory():
     return getattr(tvm_backend, "session", None)
 
 
-def measure(models: dict, threads: int, batch: int, min_time: float, rounds: int, tvm_session) -> dict:
+def measure(models: dict, threads: int, batch: int, min_time: float, rounds: int, tvm_session) -> tuple[dict, dict]:
+    """Fastest seconds per batch of every column, and for each TVM column the number of images
+    whose output differs from onnxruntime's on the same model (0: bit-exact)."""
     import runtime.ort
 
     x = np.random.default_rng(0).standard_normal((batch, 3, 32, 32)).astype(np.float32)
-    runs = {}
+    runs, mismatches = {}, {}
     for label, (path, _) in models.items():
         sess = runtime.ort.session(str(path), threads=threads)
         runs[label] = (lambda s: lambda: s.run(None, {INPUT: x}))(sess)
@@ -114,10 +116,9 @@ def measure(models: dict, threads: int, batch: int, min_time: float, rounds: int
         for label in TVM_VARIANTS:
             sess = tvm_session(str(models[label][0]), threads=threads)
             out = np.asarray(sess.run(x))
-            if not np.array_equal(out, reference[label][0]):
-                raise SystemExit(f"TVM output of {label} differs from onnxruntime's: not timing it")
+            mismatches[f"tvm {label}"] = int((out != reference[label][0]).reshape(batch, -1).any(axis=1).sum())
             runs[f"tvm {label}"] = (lambda s: lambda: s.run(x))(sess)
-    return best_seconds(runs, min_time, rounds)
+    return best_seconds(runs, min_time, rounds), mismatches
 
 
 def write_markdown(result: dict, path: Path) -> None:
@@ -131,6 +132,10 @@ def write_markdown(result: dict, path: Path) -> None:
         lines.append(f"| {cell['threads']}, {cell['batch']} | "
                      + " | ".join(f"{1e3 * s:.2f} ({s / exact:.2f}x)" for s in cell["seconds"].values())
                      + f" | {cell['lut_gmacs_per_thread']:.1f} |")
+    differing = {f"{c['threads']}, {c['batch']}: {label} {n}/{c['batch']}" for c in result["cells"]
+                 for label, n in c.get("tvm_images_differing", {}).items() if n}
+    if differing:
+        lines += ["", "Images whose TVM output differs from onnxruntime's: " + "; ".join(sorted(differing)) + "."]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -160,13 +165,15 @@ def main(argv=None) -> int:
     cells = []
     for threads in args.threads:
         for batch in args.batch:
-            seconds = measure(models, threads, batch, args.min_time, args.rounds, tvm_session)
+            seconds, mismatches = measure(models, threads, batch, args.min_time, args.rounds, tvm_session)
             exact = seconds["exact"]
             gmacs = macs * batch / seconds["mitchell lut"] / 1e9 / threads
             print(f"threads {threads}, batch {batch}: " + ", ".join(
                 f"{label} {1e3 * s:.2f} ms ({s / exact:.2f}x)" for label, s in seconds.items())
-                + f"; general LUT {gmacs:.1f} GMAC/s per thread", flush=True)
-            cells.append({"threads": threads, "batch": batch, "seconds": seconds,
+                + f"; general LUT {gmacs:.1f} GMAC/s per thread"
+                + "".join(f"; {label}: {n}/{batch} images differ from onnxruntime" for label, n in mismatches.items() if n),
+                flush=True)
+            cells.append({"threads": threads, "batch": batch, "seconds": seconds, "tvm_images_differing": mismatches,
                           "lut_gmacs_per_thread": gmacs})
     machine += f", {os.getloadavg()[0]:.1f} at the end"
     result = {"date": time.strftime("%Y-%m-%d"), "machine": machine,
