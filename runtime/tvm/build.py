@@ -29,6 +29,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 
 from runtime.tvm import fp_exact, generic, schedule
 from runtime.tvm.frontend import from_onnx
+from runtime.tvm.runner import sidecar  # noqa: F401  (re-exported: build.sidecar)
 
 AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"]}
 CROSS_COMPILER = "aarch64-linux-gnu-g++"
@@ -151,9 +152,6 @@ def signature(model: onnx.ModelProto, batch: int | None) -> dict:
             "outputs": [v.name for v in model.graph.output]}
 
 
-def sidecar(path: str | Path) -> Path:
-    """The metadata file written beside a library: LIB.so -> LIB.so.json."""
-    return Path(str(path) + ".json")
 
 
 def export(executable, path: str | Path, target="host", metadata: dict | None = None) -> Path:

@@ -32,6 +32,12 @@ class SessionError(ValueError):
     """A library or model that cannot be opened or fed (said in one line)."""
 
 
+def sidecar(path: str | Path) -> Path:
+    """The metadata file written beside a library: LIB.so -> LIB.so.json. (Here, not in
+    `build`: running a library on a board needs only TVM's runtime and numpy, not onnx.)"""
+    return Path(str(path) + ".json")
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("AXMOE_TVM_CACHE") or ROOT / ".cache" / "tvm")
 
@@ -95,8 +101,6 @@ class Session:
     def __init__(self, library: str | Path, threads: int | None = None):
         import tvm
         from tvm import relax
-
-        from runtime.tvm.build import sidecar
 
         library = Path(library)
         meta_path = sidecar(library)
