@@ -46,6 +46,7 @@ sanitize: install data
 bench: install data
 	$(PY) -m runtime.bench --min-time 1.5 --rounds 10
 	$(PY) benchmarks/retrain_step.py
+	$(PY) benchmarks/whole_model.py
 
 # The TVM aarch64 library under qemu-aarch64 (minutes; `make test` skips it without the sysroot)
 .PHONY: test-aarch64 aarch64-sysroot
