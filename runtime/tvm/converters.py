@@ -264,22 +264,30 @@ class _Options:
 OPTIONS = _Options()
 
 
+def _approx_operands(bb, inputs, op: str, names: str):
+    """(x, w, lut, stored byte q, its zero point) of an axmoe op, its inputs checked: int8
+    weights with zero point 0, a (256, 256) int32 LUT, a signed activation (uint8 with zero
+    point 128 or int8 with zero point 0)."""
+    if len(inputs) != 5:
+        raise ConversionError(f"{op}: expects 5 inputs ({names}), got {len(inputs)}")
+    x, w, x_zp, w_zp, lut = inputs[:5]
+    _check_lut(lut, op)
+    _check_weight(w, w_zp, op)
+    zp = _zero_point(x_zp, op, "the activation zero point")
+    if (_dtype(x), zp) not in (("uint8", 128), ("int8", 0)):
+        raise ConversionError(f"{op}: activations must be uint8 with zero point 128 or int8 with zero point 0, "
+                              f"got {_dtype(x)} with zero point {zp}")
+    q, zp = stored_byte(bb, x, zp, op)
+    return x, w, lut, q, zp
+
+
 class ApproxConvInteger(OnnxOpConverter):
     """axmoe.ApproxConvInteger: ConvInteger with every product LUT[a + 128, b + 128]."""
 
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params):
         op = "axmoe.ApproxConvInteger"
-        if len(inputs) != 5:
-            raise ConversionError(f"{op}: expects 5 inputs (x, w, x_zero_point, w_zero_point, LUT), got {len(inputs)}")
-        x, w, x_zp, w_zp, lut = inputs[:5]
-        _check_lut(lut, op)
-        _check_weight(w, w_zp, op)
-        zp = _zero_point(x_zp, op, "the activation zero point")
-        if (_dtype(x), zp) not in (("uint8", 128), ("int8", 0)):
-            raise ConversionError(f"{op}: activations must be uint8 with zero point 128 or int8 with zero point 0, "
-                                  f"got {_dtype(x)} with zero point {zp}")
-        q, zp = stored_byte(bb, x, zp, op)
+        x, w, lut, q, zp = _approx_operands(bb, inputs, op, "x, w, x_zero_point, w_zero_point, LUT")
         x_shape = _static_shape_tail(x, op)
         geometry, spatial = _conv_geometry(attr, x_shape, _static_shape(w, op, "the weight"), op)
         product = choose_product(lut, _constant(w), zp, op, OPTIONS.kernel)
@@ -292,18 +300,9 @@ class ApproxMatMulInteger(OnnxOpConverter):
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params):
         op = "axmoe.ApproxMatMulInteger"
-        if len(inputs) != 5:
-            raise ConversionError(f"{op}: expects 5 inputs (A, B, a_zero_point, b_zero_point, LUT), got {len(inputs)}")
-        a, w, a_zp, w_zp, lut = inputs[:5]
-        _check_lut(lut, op)
-        _check_weight(w, w_zp, op)
+        _, w, lut, q, zp = _approx_operands(bb, inputs, op, "A, B, a_zero_point, b_zero_point, LUT")
         if len(_static_shape(w, op, "B")) != 2:
             raise ConversionError(f"{op}: B must be a 2-D [K, N] weight, got shape {w.ty.shape}")
-        zp = _zero_point(a_zp, op, "the activation zero point")
-        if (_dtype(a), zp) not in (("uint8", 128), ("int8", 0)):
-            raise ConversionError(f"{op}: A must be uint8 with zero point 128 or int8 with zero point 0, "
-                                  f"got {_dtype(a)} with zero point {zp}")
-        q, zp = stored_byte(bb, a, zp, op)
         product = choose_product(lut, _constant(w), zp, op, OPTIONS.kernel)
         return emit_matmul(bb, q, w, zp, product, lut, op)
 
