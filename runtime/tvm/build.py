@@ -65,8 +65,12 @@ def resolve_target(spec: str | dict | tvm.target.Target) -> tvm.target.Target:
         raise TargetError(f"invalid target {json.dumps(config)}: {str(exc).splitlines()[-1]}") from None
 
 
-def cross_compiler_available() -> bool:
-    return shutil.which(CROSS_COMPILER) is not None
+def check_toolchain(target: tvm.target.Target) -> None:
+    """TargetError unless this machine can link a library for `target` (a foreign triple needs
+    `CROSS_COMPILER`); called before a compile so a missing toolchain fails fast."""
+    if is_cross(target) and shutil.which(CROSS_COMPILER) is None:
+        raise TargetError(f"{CROSS_COMPILER} not found: install Debian's g++-aarch64-linux-gnu to link "
+                          f"for {target.attrs['mtriple']}")
 
 
 def describe_target(target: tvm.target.Target) -> str:
@@ -160,10 +164,8 @@ def export(executable, path: str | Path, target="host", metadata: dict | None = 
     target = resolve_target(target)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    check_toolchain(target)
     if is_cross(target):
-        if not cross_compiler_available():
-            raise TargetError(f"{CROSS_COMPILER} not found: install Debian's g++-aarch64-linux-gnu to link "
-                              f"for {target.attrs['mtriple']}")
         from tvm.support import cc
 
         executable.export_library(str(path), fcompile=cc.cross_compiler(CROSS_COMPILER))

@@ -70,10 +70,10 @@ def _quiet_native_stderr():
         os.close(saved)
 
 
-def _existing(path: str, what: str) -> Path:
+def _existing(path: str) -> Path:
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"{path}: no such file" + ("" if what == "file" else f" ({what})"))
+        raise UserError(f"{path}: no such file")
     return p
 
 
@@ -81,20 +81,18 @@ def compile_command(args) -> int:
     from runtime.tvm import build, converters, frontend
     from runtime.tvm.runner import SessionError, load_onnx_bytes
 
-    model_path = _existing(args.model, "file")
+    model_path = _existing(args.model)
     if args.batch is not None and args.batch < 1:
         raise UserError(f"--batch must be >= 1, got {args.batch}")
     try:
         model = load_onnx_bytes(model_path)
         target = build.resolve_target(args.target)
         metadata = {**build.signature(model, args.batch), "kernel": args.kernel, "source": model_path.name}
+        build.check_toolchain(target)
     except (SessionError, build.TargetError) as exc:
         raise UserError(str(exc)) from None
     except ValueError as exc:  # signature: not one input
         raise UserError(f"{model_path}: {exc}") from None
-    if build.is_cross(target) and not build.cross_compiler_available():
-        raise UserError(f"{build.CROSS_COMPILER} not found: install Debian's g++-aarch64-linux-gnu to link for "
-                        f"{target.attrs['mtriple']}")
     start = time.perf_counter()
     print(f"compiling {model_path.name} for {build.describe_target(target)} (kernel {args.kernel}, "
           f"batch {args.batch or 'any'}) ...", file=sys.stderr, flush=True)
@@ -114,8 +112,8 @@ def compile_command(args) -> int:
 def run_command(args) -> int:
     from runtime.tvm.runner import Session, SessionError
 
-    library = _existing(args.library, "file")
-    inputs = _existing(args.input, "file")
+    library = _existing(args.library)
+    inputs = _existing(args.input)
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
     try:
