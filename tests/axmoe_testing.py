@@ -47,6 +47,17 @@ def run_ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     return session(model.SerializeToString(), threads=1).run(None, {"input": x})[0]
 
 
+def run_tvm(model: bytes, folder: Path, x: np.ndarray, kernel: str = "auto") -> np.ndarray:
+    """Compile an ONNX model (one input) with TVM for this CPU, export it to `folder`, run it on x."""
+    from runtime.tvm import build
+    from runtime.tvm.runner import Session
+
+    proto = onnx.load_model_from_string(model)
+    executable = build.compile_model(proto, "host", kernel=kernel)
+    library = build.export(executable, folder / "model.so", "host", build.signature(proto, None))
+    return Session(library).run(x)
+
+
 def assignment(model: onnx.ModelProto) -> dict:
     return json.loads({p.key: p.value for p in model.metadata_props}["axmoe.assignment"])
 

@@ -8,9 +8,11 @@ imported into Relax, lowered to TIR and compiled to a standalone library for x86
     executable = compile_model(onnx.load("model.onnx"), "aarch64", batch=1)
     export(executable, "model.so", "aarch64")    # + model.so.json: what `run` needs to feed it
 
-Outputs equal onnxruntime's bit for bit (same integer products, same float rounding: see
-`fp_exact`). Modules: `frontend` (ONNX -> Relax, the project's converters on top of TVM's),
-`converters`, `kernels` / `vnni` / `schedule` / `generic` (TE computes and CPU schedules),
+Outputs equal onnxruntime's bit for bit on the integer paths (same integer products, same
+fused ops as onnxruntime runs, same elementwise float rounding: see `ort_fusions`, `fp_exact`).
+Modules: `frontend` (ONNX -> Relax, the project's converters on top of TVM's), `ort_fusions`
+(onnxruntime's fused nodes put into the model), `converters`, `contrib_ops` (onnxruntime's
+fused ops), `kernels` / `vnni` / `schedule` / `generic` (TE computes and CPU schedules),
 `fp_exact`, `build` (targets, pipeline, export), `runner` (load, cache, run), `cli`.
 
 TVM is imported on first use, so `import runtime.tvm` is cheap.

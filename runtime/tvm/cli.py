@@ -78,7 +78,7 @@ def _existing(path: str) -> Path:
 
 
 def compile_command(args) -> int:
-    from runtime.tvm import build, converters, frontend
+    from runtime.tvm import build, converters, frontend, ort_fusions
     from runtime.tvm.runner import SessionError, load_onnx_bytes
 
     model_path = _existing(args.model)
@@ -101,7 +101,8 @@ def compile_command(args) -> int:
             executable = build.compile_model(model, target, batch=args.batch, kernel=args.kernel)
             compiled = time.perf_counter()
             out = build.export(executable, args.out, target, metadata)
-    except (frontend.UnsupportedModelError, converters.ConversionError, build.TargetError) as exc:
+    except (frontend.UnsupportedModelError, ort_fusions.FusionError, converters.ConversionError,
+            build.TargetError) as exc:
         raise UserError(f"{model_path}: {exc}") from None
     done = time.perf_counter()
     print(f"wrote {out} and {build.sidecar(out).name} (compile {compiled - start:.1f} s, link {done - compiled:.1f} s)",

@@ -22,10 +22,11 @@ import onnx
 from tvm import relax
 from tvm.relax.frontend.onnx import onnx_frontend as tvm_onnx
 
-from runtime.tvm import converters
+from runtime.tvm import contrib_ops, converters, ort_fusions
 
 AXMOE_DOMAIN = "axmoe"
 STANDARD_DOMAINS = ("", "ai.onnx")
+ORT_DOMAIN = "com.microsoft"
 
 #: ONNX op type -> converter class (`OnnxOpConverter`), on top of TVM's map.
 CONVERTERS = {
@@ -36,6 +37,7 @@ CONVERTERS = {
     "QLinearConv": converters.QLinearConv,
     "QLinearMatMul": converters.QLinearMatMul,
     "Expand": converters.Expand,
+    **contrib_ops.CONVERTERS,
 }
 AXMOE_OPS = ("ApproxConvInteger", "ApproxMatMulInteger")
 
@@ -70,7 +72,8 @@ class ONNXImporter(tvm_onnx.ONNXGraphImporter):
 
 def _check_domains(model: onnx.ModelProto) -> None:
     foreign = sorted({f"{n.domain}.{n.op_type}" for n in model.graph.node
-                      if n.domain not in STANDARD_DOMAINS and n.domain != AXMOE_DOMAIN})
+                      if n.domain not in STANDARD_DOMAINS and n.domain != AXMOE_DOMAIN
+                      and not (n.domain == ORT_DOMAIN and n.op_type in contrib_ops.CONTRIB_OPS)})
     if foreign:
         raise UnsupportedModelError(f"custom operators outside the axmoe domain: {', '.join(foreign)}")
     unknown = sorted({n.op_type for n in model.graph.node if n.domain == AXMOE_DOMAIN and n.op_type not in AXMOE_OPS})
@@ -118,7 +121,8 @@ def integer_form(model: onnx.ModelProto) -> onnx.ModelProto:
 def from_onnx(model: onnx.ModelProto, batch: int | None = None, kernel: str = "auto"):
     """Relax IRModule of `model` (a single float or integer input with a leading batch axis).
 
-    QDQ groups are first put in onnxruntime's integer form (`integer_form`).
+    QDQ groups are first put in onnxruntime's integer form (`integer_form`), then fused as
+    onnxruntime fuses them (`ort_fusions.apply`).
     batch: fix the leading dimension of every graph input (None keeps it symbolic).
     kernel: product form of the axmoe ops, "auto" (exact decomposition where the LUT has one)
         or "lut" (table lookups everywhere).
@@ -129,7 +133,8 @@ def from_onnx(model: onnx.ModelProto, batch: int | None = None, kernel: str = "a
     if model.ir_version < 3:
         raise UnsupportedModelError(f"ONNX IR version {model.ir_version} is too old")
     _check_domains(model)
-    model = integer_form(model)
+    model = ort_fusions.apply(integer_form(model))
+    _check_domains(model)
     initializers = {t.name for t in model.graph.initializer}
     shapes = {}
     for value in model.graph.input:

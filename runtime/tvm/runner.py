@@ -5,8 +5,8 @@ feed one numpy batch, get the first graph output.
     y = sess.run(x)                                 # x [N, ...] as the model's input dtype
 
 Cache: an ONNX model compiles to `<cache>/<key>.so` (+ `.so.json`), key = sha256 of the model
-bytes, the target, the kernel form, the batch and the backend version (TVM's and this
-package's sources), so a second session of the same model loads in well under a second.
+bytes, the target, the kernel form, the batch and the backend version (TVM's, onnxruntime's
+and this package's sources), so a second session of the same model loads in well under a second.
 `<cache>` is $AXMOE_TVM_CACHE, else `.cache/tvm` in the repository.
 
 Threads: TVM's pool is sized once per process from TVM_NUM_THREADS (set to all CPUs when
@@ -43,9 +43,11 @@ def cache_dir() -> Path:
 
 
 def _backend_version() -> str:
+    import onnxruntime
     import tvm
 
-    digest = hashlib.sha256(tvm.__version__.encode())
+    # onnxruntime's version too: its graph optimizer decides the fused ops (`ort_fusions`)
+    digest = hashlib.sha256(f"{tvm.__version__} {onnxruntime.__version__}".encode())
     for source in SOURCES:
         digest.update(source.read_bytes())
     return digest.hexdigest()[:16]

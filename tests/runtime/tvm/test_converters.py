@@ -12,20 +12,10 @@ from hypothesis import strategies as st
 
 import runtime.tvm
 from multipliers.oracle import lut_conv, lut_matmul
+from axmoe_testing import run_tvm
 from op_models import integer_op_model, lut
 
 LUTS = ["mul8s_1KVA", "mul8s_1L2J", "mitchell"]
-
-
-def run_tvm(model: bytes, folder, feeds: dict, kernel: str) -> np.ndarray:
-    """Compile the one-node model for this CPU, export it, run it on feeds["x"]."""
-    from runtime.tvm import build
-    from runtime.tvm.runner import Session
-
-    proto = onnx.load_model_from_string(model)
-    executable = build.compile_model(proto, "host", kernel=kernel)
-    library = build.export(executable, folder / "op.so", "host", build.signature(proto, None))
-    return Session(library).run(feeds["x"])
 
 
 @st.composite
@@ -54,7 +44,7 @@ def test_conv_matches_oracle(case, tmp_path_factory):
     model, feeds = integer_op_model("ApproxConvInteger", x, w, np.uint8(128), None, constant=("w", "x_zp", "lut"), lut=table,
                                     group=case["group"], strides=case["strides"], dilations=case["dilations"],
                                     pads=case["pads"])
-    got = run_tvm(model, tmp_path_factory.mktemp("conv"), feeds, case["kernel_form"])
+    got = run_tvm(model, tmp_path_factory.mktemp("conv"), feeds["x"], case["kernel_form"])
     want = lut_conv(x.astype(np.int64) - 128, w, table, strides=case["strides"], pads=case["pads"],
                     dilations=case["dilations"], group=case["group"])
     assert got.dtype == np.int32 and np.array_equal(got, want), case
@@ -69,7 +59,7 @@ def test_matmul_matches_oracle(rows, k, n, lead, name, kernel_form, seed, tmp_pa
     b = rng.integers(-127, 128, (k, n), dtype=np.int8)
     table = lut(name)
     model, feeds = integer_op_model("ApproxMatMulInteger", a, b, np.uint8(128), None, constant=("w", "x_zp", "lut"), lut=table)
-    got = run_tvm(model, tmp_path_factory.mktemp("matmul"), feeds, kernel_form)
+    got = run_tvm(model, tmp_path_factory.mktemp("matmul"), feeds["x"], kernel_form)
     assert np.array_equal(got, lut_matmul(a.astype(np.int64) - 128, b, table))
 
 
