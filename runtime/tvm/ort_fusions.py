@@ -71,7 +71,8 @@ def apply(model: onnx.ModelProto) -> onnx.ModelProto:
     for name in missing:
         if name not in ort_initializers:
             raise FusionError(f"onnxruntime's graph reads {name!r}, unknown to the model")
-    removed = _keep_read(graph, producer, _between(graph, producer, inputs, [producer[o] for o in outputs]), nodes)
+    sources = [producer[o] for o in outputs if o in producer]
+    removed = _keep_read(graph, producer, _between(graph, producer, inputs, sources), nodes)
     result = onnx.ModelProto()
     result.CopyFrom(model)
     del result.graph.node[:]
