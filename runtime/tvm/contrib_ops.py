@@ -143,11 +143,10 @@ def _swap_last(ndim: int) -> list[int]:
     return list(range(ndim - 2)) + [ndim - 1, ndim - 2]
 
 
-#: op type -> converter; the com.microsoft ones are the contrib ops `frontend` accepts.
+#: op type -> converter (`frontend.CONVERTERS`), one for each com.microsoft op of `ort_fusions.FUSED`.
 CONVERTERS = {
     "QLinearSoftmax": QLinearSoftmax,
     "SkipLayerNormalization": SkipLayerNormalization,
     "BiasGelu": BiasGelu,
     "FusedMatMul": FusedMatMul,
 }
-CONTRIB_OPS = ("QLinearSoftmax", "SkipLayerNormalization", "BiasGelu", "FusedMatMul")

@@ -72,7 +72,7 @@ class ONNXImporter(tvm_onnx.ONNXGraphImporter):
 def _check_domains(model: onnx.ModelProto) -> None:
     foreign = sorted({f"{n.domain}.{n.op_type}" for n in model.graph.node
                       if n.domain not in STANDARD_DOMAINS and n.domain != AXMOE_DOMAIN
-                      and not (n.domain == ort_fusions.ORT_DOMAIN and n.op_type in contrib_ops.CONTRIB_OPS)})
+                      and (n.domain, n.op_type) not in ort_fusions.FUSED})
     if foreign:
         raise UnsupportedModelError(f"custom operators outside the axmoe domain: {', '.join(foreign)}")
     unknown = sorted({n.op_type for n in model.graph.node if n.domain == AXMOE_DOMAIN and n.op_type not in AXMOE_OPS})

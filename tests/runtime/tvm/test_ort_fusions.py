@@ -42,3 +42,9 @@ def test_model_onnxruntime_cannot_load_is_refused():
                                    [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.STRING, [1])])
     with pytest.raises(ort_fusions.FusionError, match="onnxruntime cannot load the model"):
         ort_fusions.apply(onnx.helper.make_model(graph))
+
+
+def test_every_fused_op_has_a_converter():
+    from runtime.tvm.frontend import convert_map
+
+    assert {op for _, op in ort_fusions.FUSED} <= set(convert_map())
