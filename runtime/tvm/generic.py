@@ -1,7 +1,9 @@
 """Schedule for the PrimFuncs TVM legalizes itself (requantization chains, layout changes,
 MoE dispatch, float routers): the default Relax CPU pipeline leaves their loops serial.
 
-For every loop nest directly under the function's root block:
+First every block TVM allows is inlined into its consumers (a requantization chain becomes
+one loop nest, no intermediate tensors). Then, for every loop nest directly under the
+function's root block:
 
     parallel   all loops but the innermost, fused   (when that is legal and the nest has at
                                                      least MIN_PARALLEL iterations at batch 1)
@@ -32,12 +34,30 @@ def _iterations(sch, loops) -> int:
 
 
 
+def _inline_elementwise(sch) -> None:
+    """Inline every block TVM allows into its consumers (FuseTIR keeps each fused op's result
+    in its own buffer: a whole intermediate tensor, allocated per call, for each stage of a
+    requantization chain)."""
+    root = sch.get_sblock("root")
+    changed = True
+    while changed:
+        changed = False
+        for block in sch.get_child_blocks(root):
+            try:
+                sch.compute_inline(block)
+                changed = True
+            except s_tir.ScheduleError:
+                continue
+            break
+
+
 def schedule(func: tirx.PrimFunc) -> tirx.PrimFunc:
     try:
         sch = s_tir.Schedule(func)
         root = sch.get_sblock("root")
     except Exception:  # PrimFuncs without a root block (already lowered) stay as they are
         return func
+    _inline_elementwise(sch)
     for block in sch.get_child_blocks(root):
         loops = sch.get_loops(block)
         if not loops:

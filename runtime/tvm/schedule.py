@@ -3,7 +3,7 @@
 Kernels, loop nest (conv; matmul is the same with ROWS rows for OW_TILE pixels):
 
     parallel  n, g, mb, oh, ow_outer              (fused)
-      local     acc tile [OW_TILE, 16] = 0        (register tile)
+      stack     acc tile [OW_TILE, 16] = 0        (register tile)
       serial    t, cb, kh, kw                     (reduction)
         unroll    ow_inner                        (OW_TILE pixels share one weight vector)
           16 x CI micro-kernel: acc[ow, 0:16] += sum_ci x[ow, ci] * w[0:16, ci]
@@ -47,7 +47,9 @@ def _tile(sch: s_tir.Schedule, name: str, reductions: int, outer_loops: list, ti
     parallel loop and its `lane_loop` a vector loop."""
     block = sch.get_sblock(name)
     sch.compute_at(block, tile_loop, preserve_unit_loops=True)
-    sch.set_scope(block, 0, "local")
+    # "global", not "local": TVM 0.27 allocates "local" buffers from its workspace pool (a
+    # call per tile); a global one this small (OW_TILE x 16 int32) is a stack slot
+    sch.set_scope(block, 0, "global")
     loops = sch.get_loops(block)
     reduction = loops[-reductions:]
     spatial_tile, lane = loops[-reductions - 2], loops[-reductions - 1]

@@ -7,7 +7,10 @@ CI = 4), written in TIR directly: same buffers, same result, bit for bit.
 One instruction does 64 u8 x s8 multiply-accumulates into int32 lanes, without the int16
 saturation of `vpmaddubsw`. TVM 0.27's `tensorize` crashes (segfault inside
 `s_tir::Tensorize`, even for its own `dot_16x4_vnni` intrinsic on a plain 8x16x4 matmul), so
-the micro-kernel is not a tensorized TE schedule but this hand-written loop nest:
+the micro-kernel is not a tensorized TE schedule but this hand-written loop nest (index
+expressions are `T.meta_var`s and acc a default-scope buffer: TVM 0.27 would give a bound
+scalar or a "local" buffer its own workspace-pool allocation on every parallel iteration,
+about 15 % of a ResNet-20 run):
 
     conv    parallel (n, g, mb, oh, ow_outer):   acc[OW_TILE, 16] = 0
                 serial (t, cb, kh, kw):          w = wp[g, mb, t, cb, kh, kw]   (64 bytes)
@@ -52,17 +55,17 @@ def conv2d(wp_shape, packed_shape, out_size, strides, dilations, ow_tile: int) -
         xp = T.match_buffer(xp_handle, (n, groups, planes, cb, hp, wpad, 4), "uint8")
         out = T.match_buffer(out_handle, (n, groups, mb, oh, ow, 16), "int32")
         for fused in T.parallel(n * T.int64(per_image)):
-            image = fused // T.int64(per_image)
-            rest = T.Cast("int32", fused % T.int64(per_image))
-            g = rest // (mb * oh * tiles)
-            bm = rest // (oh * tiles) % mb
-            r = rest // tiles % oh
-            s0 = rest % tiles * ow_tile
-            acc = T.alloc_buffer((ow_tile, 16), "int32", scope="local")
+            image = T.meta_var(fused // T.int64(per_image))
+            rest = T.meta_var(T.Cast("int32", fused % T.int64(per_image)))
+            g = T.meta_var(rest // (mb * oh * tiles))
+            bm = T.meta_var(rest // (oh * tiles) % mb)
+            r = T.meta_var(rest // tiles % oh)
+            s0 = T.meta_var(rest % tiles * ow_tile)
+            acc = T.alloc_buffer((ow_tile, 16), "int32")
             for i in T.unroll(ow_tile):
                 acc[i, 0:16] = T.broadcast(T.int32(0), 16)
             for t, bc, rh, rw in T.grid(planes, cb, kh, kw):
-                w64 = wp.vload([g, bm, t, bc, rh, rw, 0, 0], "int8x64")
+                w64 = T.meta_var(wp.vload([g, bm, t, bc, rh, rw, 0, 0], "int8x64"))
                 for i in T.unroll(ow_tile):
                     acc[i, 0:16] = _dot(acc.vload([i, 0], "int32x16"),
                                         xp.vload([image, g, t, bc, r * sh + rh * dh, (s0 + i) * sw + rw * dw, 0],
@@ -87,13 +90,13 @@ def matmul(wp_shape, rows_per_tile: int) -> tirx.PrimFunc:
         xa = T.match_buffer(xa_handle, (rows, planes, kb, 4), "uint8")
         out = T.match_buffer(out_handle, (rows, nb, 16), "int32")
         for fused in T.parallel(rows // T.int64(rows_per_tile) * T.int64(nb)):
-            r0 = fused // T.int64(nb) * T.int64(rows_per_tile)
-            bn = T.Cast("int32", fused % T.int64(nb))
-            acc = T.alloc_buffer((rows_per_tile, 16), "int32", scope="local")
+            r0 = T.meta_var(fused // T.int64(nb) * T.int64(rows_per_tile))
+            bn = T.meta_var(T.Cast("int32", fused % T.int64(nb)))
+            acc = T.alloc_buffer((rows_per_tile, 16), "int32")
             for i in T.unroll(rows_per_tile):
                 acc[i, 0:16] = T.broadcast(T.int32(0), 16)
             for t, bk in T.grid(planes, kb):
-                w64 = wp.vload([bn, t, bk, 0, 0], "int8x64")
+                w64 = T.meta_var(wp.vload([bn, t, bk, 0, 0], "int8x64"))
                 for i in T.unroll(rows_per_tile):
                     acc[i, 0:16] = _dot(acc.vload([i, 0], "int32x16"),
                                         xa.vload([r0 + i, t, bk, 0], "uint8x4"), w64)
