@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import multipliers
 import runtime.ort
-from runtime.ops import opset_imports
+from modelfile.ops import APPROX_CONV_INTEGER, APPROX_MATMUL_INTEGER, DOMAIN, opset_imports
 
 
 @dataclass(frozen=True)
@@ -86,9 +85,9 @@ def baseline_model(layer: Layer, op: str) -> bytes:
 
 
 def axmoe_model(layer: Layer, lut: np.ndarray) -> bytes:
-    op = "ApproxConvInteger" if layer.kind == "conv" else "ApproxMatMulInteger"
+    op = APPROX_CONV_INTEGER if layer.kind == "conv" else APPROX_MATMUL_INTEGER
     attrs = {"pads": [1, 1, 1, 1]} if layer.kind == "conv" else {}
-    node = helper.make_node(op, ["x", "w", "xzp", "", "lut"], ["y"], domain="axmoe", **attrs)
+    node = helper.make_node(op, ["x", "w", "xzp", "", "lut"], ["y"], domain=DOMAIN, **attrs)
     inits = {"w": _weights(layer), "xzp": np.array(128, np.uint8), "lut": lut}
     return _model([node], [helper.make_tensor_value_info("x", TensorProto.UINT8, None)],
                   [helper.make_tensor_value_info("y", TensorProto.INT32, None)], inits)
@@ -118,9 +117,9 @@ def columns(layer: Layer) -> list[tuple[str, dict]]:
     cols = [("ort exact", dict(baseline="QLinearConv" if layer.kind == "conv" else "MatMulInteger")),
             ("ConvInteger", dict(baseline="ConvInteger") if layer.kind == "conv" else {})]
     for label, name in (("exact", "mul8s_1KV6"), ("1L2L", "mul8s_1L2L"), ("1KVA", "mul8s_1KVA")):
-        cols.append((label, dict(lut=name, isa="auto", path="auto")))
+        cols.append((label, dict(lut=name, kernel=runtime.ort.KernelConfig())))
     for isa in runtime.ort.kernel_variants():
-        cols.append((f"lut:{isa}", dict(lut="mitchell", isa=isa, path="lut")))
+        cols.append((f"lut:{isa}", dict(lut="mitchell", kernel=runtime.ort.KernelConfig(isa, "lut"))))
     return cols
 
 
@@ -137,8 +136,8 @@ def measure(layer: Layer, threads: int, batch: int, min_time: float, rounds: int
             sessions[label] = ort.InferenceSession(baseline_model(layer, spec["baseline"]), options,
                                                    providers=["CPUExecutionProvider"])
         else:
-            os.environ["AXMOE_KERNEL"], os.environ["AXMOE_PATH"] = spec["isa"], spec["path"]
-            sessions[label] = runtime.ort.session(axmoe_model(layer, multipliers.get(spec["lut"]).lut), threads=threads)
+            sessions[label] = runtime.ort.session(axmoe_model(layer, multipliers.get(spec["lut"]).lut), threads=threads,
+                                                  kernel=spec["kernel"])
     best = best_seconds({label: functools.partial(sess.run, None, {"x": x}) for label, sess in sessions.items()},
                         min_time, rounds)
     return {label: best.get(label, float("nan")) for label, _ in columns(layer)}
@@ -166,37 +165,29 @@ def main(argv=None) -> int:
     parser.add_argument("--markdown", metavar="OUT.md", help="also write the table as markdown")
     args = parser.parse_args(argv)
     layers = [l for l in LAYERS if not args.layers or l.name in args.layers]
-    saved = {k: os.environ.get(k) for k in ("AXMOE_KERNEL", "AXMOE_PATH")}
     machine = (f"{_cpu_name()}, {os.cpu_count()} logical cores, onnxruntime {ort.__version__}, "
                f"kernel ISAs {', '.join(runtime.ort.kernel_variants())}; load average at start "
                f"{os.getloadavg()[0]:.1f}")
     print(machine)
     lines = [machine]
-    try:
-        for threads in args.threads:
-            for batch in args.batch:
-                title = f"threads {threads}, batch {batch}: GMAC/s (time / ort exact)"
-                print(f"\n{title}")
-                lines += [f"\n{title}\n"]
-                header = None
-                for layer in layers:
-                    result = measure(layer, threads, batch, args.min_time, args.rounds)
-                    base = result["ort exact"]
-                    if header is None:
-                        header = list(result)
-                        print(f"{'layer':<18}" + "".join(f"{h:>17}" for h in header))
-                        lines += ["| layer | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
-                    cells = [(layer.macs(batch) / t / 1e9, t / base) if t == t else None for t in result.values()]
-                    print(f"{layer.name:<18}" + "".join(f" {c[0]:7.1f} ({c[1]:5.2f}x)" if c else f"{'-':>17}"
-                                                         for c in cells), flush=True)
-                    lines.append(f"| {layer.name} | " + " | ".join(f"{c[0]:.1f} ({c[1]:.2f}x)" if c else "-"
-                                                               for c in cells) + " |")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    for threads in args.threads:
+        for batch in args.batch:
+            title = f"threads {threads}, batch {batch}: GMAC/s (time / ort exact)"
+            print(f"\n{title}")
+            lines += [f"\n{title}\n"]
+            header = None
+            for layer in layers:
+                result = measure(layer, threads, batch, args.min_time, args.rounds)
+                base = result["ort exact"]
+                if header is None:
+                    header = list(result)
+                    print(f"{'layer':<18}" + "".join(f"{h:>17}" for h in header))
+                    lines += ["| layer | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+                cells = [(layer.macs(batch) / t / 1e9, t / base) if t == t else None for t in result.values()]
+                print(f"{layer.name:<18}" + "".join(f" {c[0]:7.1f} ({c[1]:5.2f}x)" if c else f"{'-':>17}"
+                                                     for c in cells), flush=True)
+                lines.append(f"| {layer.name} | " + " | ".join(f"{c[0]:.1f} ({c[1]:.2f}x)" if c else "-"
+                                                           for c in cells) + " |")
     lines.append(f"\nload average at end {os.getloadavg()[0]:.1f}")
     print(lines[-1].strip())
     if args.markdown:

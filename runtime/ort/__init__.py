@@ -4,14 +4,19 @@ The library (`libaxmoe_ort.so`) is built by the package build (CMake, see CMakeL
 and installed next to this file; `library_path()` finds it, `session()` registers it.
 
 Ops: axmoe.ApproxMul, axmoe.ApproxConvInteger, axmoe.ApproxMatMulInteger (schemas in
-`runtime.ops`). Threads: the ops run their tiles on onnxruntime's intra-op thread pool, so
+`modelfile.ops`). Threads: the ops run their tiles on onnxruntime's intra-op thread pool, so
 `session(model, threads=N)` (intra_op_num_threads) sets how many cores one op uses, batch 1
-included. Kernel choice, read when a session creates its kernels:
+included. Kernel choice, `session(model, kernel=KernelConfig(isa=..., path=...))`:
 
-    AXMOE_KERNEL = auto | scalar | avx2 | avx512 | neon   ISA (auto: best this CPU has)
-    AXMOE_PATH   = auto | lut | decomposed                decomposed: exact int8 dot products
-                                                          on masked operands, when the LUT has
-                                                          that structure (auto picks it then)
+    isa  = auto | scalar | avx2 | avx512 | neon   ISA of both paths (auto: best this CPU has)
+    path = auto | lut | decomposed                decomposed: exact int8 dot products on
+                                                  masked operands, when the LUT has that
+                                                  structure (auto picks it then)
+
+It reaches the kernels as the session config entries axmoe.kernel / axmoe.path, which the
+library reads when it is registered. Without a `kernel` argument the user's environment
+decides (`KernelConfig.from_environment`, the one place it is read): AXMOE_KERNEL = isa,
+AXMOE_PATH = path, unset meaning auto.
 
 `kernel_variants()` lists the ISAs usable here; `describe_lut(lut)` says which path a LUT takes.
 """
@@ -21,13 +26,23 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
+from modelfile.ops import DOMAIN
+
 LIBRARY_NAME = "libaxmoe_ort.so"
-DOMAIN = "axmoe"
+#: GEMM paths of the integer ops, the values of `KernelConfig.path`.
+PATHS = ("auto", "lut", "decomposed")
+#: Session config entries the library reads when it is registered (csrc/core/kernel_select.h).
+KERNEL_CONFIG_KEY = "axmoe.kernel"
+PATH_CONFIG_KEY = "axmoe.path"
+#: The user's override of an unset kernel choice, read only by `KernelConfig.from_environment`.
+KERNEL_ENV = "AXMOE_KERNEL"
+PATH_ENV = "AXMOE_PATH"
 
 
 class LibraryNotFoundError(RuntimeError):
@@ -64,11 +79,44 @@ def library_path() -> Path:
         "or point AXMOE_ORT_LIBRARY at a build of it")
 
 
-def session_options(threads: int | None = None):
-    """onnxruntime SessionOptions with the axmoe library registered."""
+def _check_kernel_choice(isa: str, path: str, isa_name: str, path_name: str) -> None:
+    if path not in PATHS:
+        raise ValueError(f"{path_name}={path} is not one of {', '.join(PATHS)}")
+    if isa != "auto" and isa not in kernel_variants():
+        raise ValueError(f"{isa_name}={isa} is not available on this CPU/build "
+                         f"(available: {', '.join(['auto', *kernel_variants()])})")
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Which kernels the axmoe integer ops of a session run (checked against this CPU)."""
+
+    isa: str = "auto"   # "auto" (the best here) or one of kernel_variants(): ISA of both paths
+    path: str = "auto"  # one of PATHS; "auto": decomposed when the LUT allows it, else lut
+
+    def __post_init__(self):
+        _check_kernel_choice(self.isa, self.path, "isa", "path")
+
+    @classmethod
+    def from_environment(cls) -> KernelConfig:
+        """The user's choice from AXMOE_KERNEL (isa) and AXMOE_PATH (path); unset or empty: auto."""
+        isa = os.environ.get(KERNEL_ENV) or "auto"
+        path = os.environ.get(PATH_ENV) or "auto"
+        _check_kernel_choice(isa, path, KERNEL_ENV, PATH_ENV)
+        return cls(isa, path)
+
+
+def session_options(threads: int | None = None, kernel: KernelConfig | None = None):
+    """onnxruntime SessionOptions with the axmoe library registered, its kernels chosen by
+    `kernel` (default: `KernelConfig.from_environment()`)."""
     import onnxruntime as ort
 
+    if kernel is None:
+        kernel = KernelConfig.from_environment()
     options = ort.SessionOptions()
+    # The library reads the choice when it is registered, so the entries come first.
+    options.add_session_config_entry(KERNEL_CONFIG_KEY, kernel.isa)
+    options.add_session_config_entry(PATH_CONFIG_KEY, kernel.path)
     options.register_custom_ops_library(str(library_path()))
     if threads is not None:
         options.intra_op_num_threads = threads
@@ -76,13 +124,14 @@ def session_options(threads: int | None = None):
     return options
 
 
-def session(model, threads: int | None = None):
-    """An onnxruntime CPU InferenceSession for `model` (path or bytes) with the axmoe ops."""
+def session(model, threads: int | None = None, kernel: KernelConfig | None = None):
+    """An onnxruntime CPU InferenceSession for `model` (path or bytes) with the axmoe ops,
+    running the kernels of `kernel` (default: `KernelConfig.from_environment()`)."""
     import onnxruntime as ort
 
     if isinstance(model, (str, os.PathLike)):
         model = str(model)
-    return ort.InferenceSession(model, sess_options=session_options(threads),
+    return ort.InferenceSession(model, sess_options=session_options(threads, kernel),
                                 providers=["CPUExecutionProvider"])
 
 
@@ -98,7 +147,7 @@ def _native(path: str) -> ctypes.CDLL:
 
 
 def kernel_variants() -> list[str]:
-    """ISAs of the op kernels usable on this CPU, best first (values for AXMOE_KERNEL)."""
+    """ISAs of the op kernels usable on this CPU, best first (values of `KernelConfig.isa`)."""
     return _native(str(library_path())).axmoe_kernel_variants().decode().split(",")
 
 

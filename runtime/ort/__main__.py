@@ -1,6 +1,6 @@
 """`python -m runtime.ort`: run a model with the axmoe ops, or check the op library.
 
-    python -m runtime.ort run MODEL.onnx --input X.npy [--threads N] [--out Y.npy]
+    python -m runtime.ort run MODEL.onnx --input X.npy [--threads N] [--isa ISA] [--path PATH] [--out Y.npy]
     python -m runtime.ort check     # every op against the numpy oracle, every kernel ISA here
 """
 
@@ -16,14 +16,20 @@ import numpy as np
 def cmd_run(args) -> int:
     import onnxruntime as ort
 
-    from runtime.ort import LibraryNotFoundError, session
+    from runtime.ort import KernelConfig, LibraryNotFoundError, session
 
     model = Path(args.model)
     if not model.is_file():
         print(f"error: {model}: no such file", file=sys.stderr)
         return 2
     try:
-        sess = session(model, threads=args.threads)
+        kernel = KernelConfig.from_environment()
+        kernel = KernelConfig(args.isa or kernel.isa, args.path or kernel.path)
+    except (LibraryNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        sess = session(model, threads=args.threads, kernel=kernel)
     except LibraryNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -66,13 +72,13 @@ def cmd_check(args) -> int:
     import onnx
     from onnx import TensorProto, helper
 
+    from modelfile.ops import DOMAIN, opset_imports, register_schemas
     from multipliers import catalog
-    from runtime.ops import opset_imports, register_schemas
     from runtime.ort import library_path, session
 
     register_schemas()
     graph = helper.make_graph(
-        [helper.make_node("ApproxMul", ["a", "b", "lut"], ["y"], domain="axmoe")], "approx_mul",
+        [helper.make_node("ApproxMul", ["a", "b", "lut"], ["y"], domain=DOMAIN)], "approx_mul",
         [helper.make_tensor_value_info("a", TensorProto.INT8, ["n"]),
          helper.make_tensor_value_info("b", TensorProto.INT8, ["n"]),
          helper.make_tensor_value_info("lut", TensorProto.INT32, [256, 256])],
@@ -94,15 +100,12 @@ def cmd_check(args) -> int:
 def _check_integer_ops() -> int:
     """ApproxConvInteger (3x3, stride 2, 2 groups) and ApproxMatMulInteger (broadcast batch) on
     random operands, against the numpy oracle, for every kernel ISA here and both paths."""
-    import os
-
-    import onnx
     from onnx import TensorProto, helper
 
+    from modelfile.ops import DOMAIN, opset_imports
     from multipliers import catalog, get
     from multipliers.oracle import lut_conv, lut_matmul
-    from runtime.ops import opset_imports
-    from runtime.ort import describe_lut, kernel_variants, session
+    from runtime.ort import KernelConfig, describe_lut, kernel_variants, session
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (2, 8, 9, 9), dtype=np.uint8)
@@ -116,35 +119,30 @@ def _check_integer_ops() -> int:
         return helper.make_model(graph, opset_imports=opset_imports(), ir_version=10).SerializeToString()
 
     lut_info = helper.make_tensor_value_info("lut", TensorProto.INT32, [256, 256])
-    conv = model(helper.make_node("ApproxConvInteger", ["x", "w", "xzp", "", "lut"], ["y"], domain="axmoe", **conv_attrs),
+    conv = model(helper.make_node("ApproxConvInteger", ["x", "w", "xzp", "", "lut"], ["y"], domain=DOMAIN, **conv_attrs),
                  [helper.make_tensor_value_info("x", TensorProto.UINT8, x.shape),
                   helper.make_tensor_value_info("w", TensorProto.INT8, w.shape),
                   helper.make_tensor_value_info("xzp", TensorProto.UINT8, []), lut_info])
-    matmul = model(helper.make_node("ApproxMatMulInteger", ["a", "b", "", "", "lut"], ["y"], domain="axmoe"),
+    matmul = model(helper.make_node("ApproxMatMulInteger", ["a", "b", "", "", "lut"], ["y"], domain=DOMAIN),
                    [helper.make_tensor_value_info("a", TensorProto.INT8, a.shape),
                     helper.make_tensor_value_info("b", TensorProto.INT8, b.shape), lut_info])
     mults = list(catalog().values()) + [get("mitchell")]
     print(f"kernel ISAs here (best first): {', '.join(kernel_variants())}")
     failures = 0
-    saved = {k: os.environ.get(k) for k in ("AXMOE_KERNEL", "AXMOE_PATH")}
-    try:
-        for isa in kernel_variants():
-            for path in ("auto", "lut"):
-                os.environ["AXMOE_KERNEL"], os.environ["AXMOE_PATH"] = isa, path
-                conv_sess, matmul_sess = session(conv), session(matmul)
-                bad = []
-                for mult in mults:
-                    y = conv_sess.run(None, {"x": x, "w": w, "xzp": np.array(128, np.uint8), "lut": mult.lut})[0]
-                    z = matmul_sess.run(None, {"a": a, "b": b, "lut": mult.lut})[0]
-                    if not (np.array_equal(y, lut_conv(x.astype(np.int64) - 128, w, mult.lut, **conv_attrs))
-                            and np.array_equal(z, lut_matmul(a, b, mult.lut))):
-                        bad.append(mult.name)
-                failures += len(bad)
-                print(f"  {isa:<7} path={path:<5} conv + matmul == oracle for {len(mults) - len(bad)}/{len(mults)} "
-                      f"multipliers{'; wrong: ' + ', '.join(bad) if bad else ''}")
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    for isa in kernel_variants():
+        for path in ("auto", "lut"):
+            kernel = KernelConfig(isa, path)
+            conv_sess, matmul_sess = session(conv, kernel=kernel), session(matmul, kernel=kernel)
+            bad = []
+            for mult in mults:
+                y = conv_sess.run(None, {"x": x, "w": w, "xzp": np.array(128, np.uint8), "lut": mult.lut})[0]
+                z = matmul_sess.run(None, {"a": a, "b": b, "lut": mult.lut})[0]
+                if not (np.array_equal(y, lut_conv(x.astype(np.int64) - 128, w, mult.lut, **conv_attrs))
+                        and np.array_equal(z, lut_matmul(a, b, mult.lut))):
+                    bad.append(mult.name)
+            failures += len(bad)
+            print(f"  {isa:<7} path={path:<5} conv + matmul == oracle for {len(mults) - len(bad)}/{len(mults)} "
+                  f"multipliers{'; wrong: ' + ', '.join(bad) if bad else ''}")
     for mult in (get("mul8s_1KVA"), get("mitchell")):
         print(f"  {mult.name}: {describe_lut(mult.lut)}")
     return failures
@@ -158,6 +156,8 @@ def main(argv=None) -> int:
     p.add_argument("--input", action="append", required=True, metavar="X.npy",
                    help="one per model input, in order")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    p.add_argument("--isa", help="kernel ISA: auto or one this CPU has (default: $AXMOE_KERNEL, else auto)")
+    p.add_argument("--path", help="GEMM path: auto, lut or decomposed (default: $AXMOE_PATH, else auto)")
     p.add_argument("--out", metavar="Y.npy", help="save the first output")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("check", help="check the op library against the multiplier LUTs")

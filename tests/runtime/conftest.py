@@ -24,8 +24,8 @@ def _no_arena_under_asan():
 
     original = runtime.ort.session_options
 
-    def session_options(threads=None):
-        options = original(threads)
+    def session_options(threads=None, kernel=None):
+        options = original(threads, kernel)
         options.enable_cpu_mem_arena = False
         return options
 

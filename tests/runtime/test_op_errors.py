@@ -1,6 +1,8 @@
 """Bad inputs to the axmoe integer ops come back as onnxruntime errors whose message names the
 problem (dtype, zero point, shapes), never a crash or an out-of-bounds read (DESIGN
-invariant 5); bad attributes and kernel settings fail at session creation."""
+invariant 5); bad attributes fail at session creation, bad kernel settings (an explicit
+KernelConfig, the environment override, or the raw session config entries) in one line
+before that."""
 
 import numpy as np
 import onnxruntime as ort
@@ -8,16 +10,17 @@ import pytest
 
 import multipliers
 import runtime.ort
-from op_models import integer_op_model, kernel
+from multipliers.oracle import lut_conv
+from op_models import integer_op_model
 
 EXACT = multipliers.exact().lut
 ORT_ERRORS = (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.Fail,
               ort.capi.onnxruntime_pybind11_state.RuntimeException)
 
 
-def run(op, x, w, x_zp=None, w_zp=None, lut=EXACT, **attrs):
+def run(op, x, w, x_zp=None, w_zp=None, lut=EXACT, kernel=None, **attrs):
     model, feeds = integer_op_model(op, x, w, x_zp, w_zp, lut=lut, **attrs)
-    return runtime.ort.session(model, threads=1).run(None, {**feeds, "lut": lut})[0]
+    return runtime.ort.session(model, threads=1, kernel=kernel).run(None, {**feeds, "lut": lut})[0]
 
 
 U8 = np.zeros((1, 4, 6, 6), np.uint8)
@@ -81,23 +84,63 @@ def test_bad_attributes_fail_at_session_creation(attrs, message):
         runtime.ort.session(model)
 
 
-@pytest.mark.parametrize("isa, path, message", [
-    ("avx9000", "auto", "AXMOE_KERNEL=avx9000 is not available"),
-    ("auto", "fastest", "AXMOE_PATH=fastest is not one of"),
+AVAILABLE = rf" is not available on this CPU/build \(available: auto, {', '.join(runtime.ort.kernel_variants())}\)$"
+NOT_A_PATH = "=fastest is not one of auto, lut, decomposed$"
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(isa="avx9000"), "^isa=avx9000" + AVAILABLE),
+    (dict(path="fastest"), "^path" + NOT_A_PATH),
 ])
-def test_bad_kernel_settings_fail_at_session_creation(isa, path, message):
+def test_bad_kernel_config_is_a_one_line_error(setting, message):
+    with pytest.raises(ValueError, match=message):
+        runtime.ort.KernelConfig(**setting)
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("AXMOE_KERNEL", "avx9000", "^AXMOE_KERNEL=avx9000" + AVAILABLE),
+    ("AXMOE_PATH", "fastest", "^AXMOE_PATH" + NOT_A_PATH),
+])
+def test_bad_environment_override_fails_at_session_creation(monkeypatch, variable, value, message):
     model, _ = integer_op_model("ApproxConvInteger", U8, W, 128)
-    with kernel(isa, path), pytest.raises(ORT_ERRORS, match=message):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=message):
         runtime.ort.session(model)
+    runtime.ort.session(model, kernel=runtime.ort.KernelConfig())  # an explicit choice never reads it
+
+
+@pytest.mark.parametrize("key, value, message", [
+    (runtime.ort.KERNEL_CONFIG_KEY, "avx9000", "axmoe.kernel=avx9000" + AVAILABLE),
+    (runtime.ort.PATH_CONFIG_KEY, "fastest", "axmoe.path" + NOT_A_PATH),
+])
+def test_bad_session_config_entries_fail_when_the_library_is_registered(key, value, message):
+    options = ort.SessionOptions()
+    options.add_session_config_entry(key, value)
+    with pytest.raises(ORT_ERRORS, match=message):
+        options.register_custom_ops_library(str(runtime.ort.library_path()))
 
 
 def test_forcing_the_decomposed_path_on_a_plain_table_is_an_error():
     model, feeds = integer_op_model("ApproxConvInteger", U8, W, 128)
-    with kernel("auto", "decomposed"):
-        sess = runtime.ort.session(model)
+    sess = runtime.ort.session(model, kernel=runtime.ort.KernelConfig(path="decomposed"))
     sess.run(None, {**feeds, "lut": multipliers.get("mul8s_1KV9").lut})
-    with pytest.raises(ORT_ERRORS, match="cannot take the decomposed path .*not bilinear"):
+    with pytest.raises(ORT_ERRORS, match="axmoe.path=decomposed, but this LUT cannot take the decomposed path .*"
+                                         "not bilinear"):
         sess.run(None, {**feeds, "lut": multipliers.get("mitchell").lut})
+
+
+def test_the_environment_chooses_the_kernels_when_the_caller_does_not(monkeypatch):
+    model, feeds = integer_op_model("ApproxConvInteger", U8, W, 128)
+    feeds["lut"] = multipliers.get("mitchell").lut
+    monkeypatch.setenv("AXMOE_KERNEL", "scalar")
+    monkeypatch.setenv("AXMOE_PATH", "decomposed")
+    assert runtime.ort.KernelConfig.from_environment() == runtime.ort.KernelConfig("scalar", "decomposed")
+    with pytest.raises(ORT_ERRORS, match="axmoe.path=decomposed, but this LUT cannot take the decomposed path"):
+        runtime.ort.session(model).run(None, feeds)
+    explicit = runtime.ort.session(model, kernel=runtime.ort.KernelConfig(path="lut")).run(None, feeds)[0]
+    assert np.array_equal(explicit, lut_conv(U8.astype(np.int64) - 128, W, feeds["lut"]))
+    monkeypatch.setenv("AXMOE_PATH", "")
+    assert runtime.ort.KernelConfig.from_environment() == runtime.ort.KernelConfig("scalar", "auto")
 
 
 def test_empty_tensors_give_empty_outputs():
@@ -115,7 +158,6 @@ def test_lut_entries_beyond_int16_use_the_scalar_table_and_stay_exact():
     table = rng.integers(-2**31, 2**31, (256, 256), dtype=np.int64).astype(np.int32)
     x = rng.integers(0, 256, (1, 4, 6, 6), dtype=np.uint8)
     w = rng.integers(-128, 128, (2, 4, 3, 3), dtype=np.int8)
-    from multipliers.oracle import lut_conv
     for isa in runtime.ort.kernel_variants():
-        with kernel(isa, "auto"):
-            assert np.array_equal(run("ApproxConvInteger", x, w, 128, lut=table), lut_conv(x.astype(np.int64) - 128, w, table))
+        got = run("ApproxConvInteger", x, w, 128, lut=table, kernel=runtime.ort.KernelConfig(isa=isa))
+        assert np.array_equal(got, lut_conv(x.astype(np.int64) - 128, w, table)), isa

@@ -219,7 +219,8 @@ std::string RunApproxGemm(const GemmBatch& b, const std::shared_ptr<const LutPla
                           const GemmOptions& options, const ParallelFor& parallel_for, WeightCache* cache) {
   const LutPlan& plan = *plan_ptr;
   if (options.path == PathChoice::kDecomposed && !plan.dot_ok)
-    return "AXMOE_PATH=decomposed, but this LUT cannot take the decomposed path (" + plan.dot_reason + ")";
+    return std::string(kPathConfigKey) + "=decomposed, but this LUT cannot take the decomposed path (" +
+           plan.dot_reason + ")";
   if (b.problems.empty() || b.I == 0 || b.J == 0) return "";
   const size_t I = size_t(b.I), J = size_t(b.J), K = size_t(b.K);
   const bool conv_input = b.problems[0].a.im2col;

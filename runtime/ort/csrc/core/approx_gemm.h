@@ -8,7 +8,7 @@
 // list of weight views. Tiles cover (problem, panel of lanes, block of output rows), so one
 // image still spreads over all threads.
 //
-// Paths (chosen per call from the plan and AXMOE_PATH):
+// Paths (chosen per call from the plan and the session's axmoe.path, see kernel_select.h):
 //   decomposed (plan.dot_ok): int8 dot products per term of the LUT's masked-product split.
 //     Conv: lanes over output positions, activations from a channel-interleaved padded image
 //     (conv_c4.h), weights folded per term once. MatMul: lanes over I or J, whichever pads

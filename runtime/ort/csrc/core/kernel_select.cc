@@ -1,6 +1,5 @@
 #include "core/kernel_select.h"
 
-#include <cstdlib>
 #include <cstring>
 
 namespace axmoe {
@@ -28,11 +27,6 @@ bool CpuSupports(const char* isa) {
   return !std::strcmp(isa, "scalar");
 }
 
-std::string Env(const char* name) {
-  const char* v = std::getenv(name);
-  return v && *v ? v : "auto";
-}
-
 }  // namespace
 
 const std::vector<const KernelVariant*>& SupportedVariants() {
@@ -47,32 +41,31 @@ const std::vector<const KernelVariant*>& SupportedVariants() {
 
 const KernelVariant& ScalarVariant() { return *SupportedVariants().back(); }
 
-bool SelectFromEnvironment(const KernelVariant** variant, PathChoice* path, std::string* error) {
-  const std::string isa = Env("AXMOE_KERNEL");
-  const std::string p = Env("AXMOE_PATH");
-  if (p == "auto") {
-    *path = PathChoice::kAuto;
-  } else if (p == "lut") {
-    *path = PathChoice::kLut;
-  } else if (p == "decomposed") {
-    *path = PathChoice::kDecomposed;
+bool ParseKernelChoice(const std::string& isa, const std::string& path, KernelChoice* choice, std::string* error) {
+  if (path == "auto") {
+    choice->path = PathChoice::kAuto;
+  } else if (path == "lut") {
+    choice->path = PathChoice::kLut;
+  } else if (path == "decomposed") {
+    choice->path = PathChoice::kDecomposed;
   } else {
-    *error = "AXMOE_PATH=" + p + " is not one of auto, lut, decomposed";
+    *error = std::string(kPathConfigKey) + "=" + path + " is not one of auto, lut, decomposed";
     return false;
   }
   if (isa == "auto") {
-    *variant = SupportedVariants().front();
+    choice->variant = SupportedVariants().front();
     return true;
   }
   for (const KernelVariant* v : SupportedVariants()) {
     if (isa == v->isa) {
-      *variant = v;
+      choice->variant = v;
       return true;
     }
   }
   std::string names;
   for (const KernelVariant* v : SupportedVariants()) names += std::string(names.empty() ? "" : ", ") + v->isa;
-  *error = "AXMOE_KERNEL=" + isa + " is not available on this CPU/build (available: auto, " + names + ")";
+  *error = std::string(kKernelConfigKey) + "=" + isa + " is not available on this CPU/build (available: auto, " +
+           names + ")";
   return false;
 }
 

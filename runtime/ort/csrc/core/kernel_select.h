@@ -1,9 +1,10 @@
-// Which kernel variant runs: chosen once per process from the CPU's features, best first
-// (avx512 > avx2 > scalar on x86-64; neon > scalar on aarch64), and overridable for tests
-// and benchmarks through the environment, read when an op kernel is created:
+// Which kernel variant runs. The variants compiled in and supported by this CPU are found
+// once per process, best first (avx512 > avx2 > scalar on x86-64; neon > scalar on aarch64);
+// each session picks one, and a GEMM path, through two onnxruntime session config entries
+// that the library reads when it is registered on the SessionOptions (register.cc):
 //
-//   AXMOE_KERNEL = auto | scalar | avx2 | avx512 | neon     ISA of both paths
-//   AXMOE_PATH   = auto | lut | decomposed                  which GEMM path
+//   axmoe.kernel = auto | scalar | avx2 | avx512 | neon     ISA of both paths (auto: the best)
+//   axmoe.path   = auto | lut | decomposed                  which GEMM path
 //
 // auto path: decomposed when the LUT has an exact masked-product split whose terms fit int8
 // weights (see lut_plan.h), else the general LUT path. Forcing an ISA the CPU lacks, or the
@@ -29,11 +30,21 @@ struct KernelVariant {
 
 enum class PathChoice { kAuto, kLut, kDecomposed };
 
+// Session config keys of the choice (SessionOptions::AddConfigEntry); unset means auto.
+inline constexpr char kKernelConfigKey[] = "axmoe.kernel";
+inline constexpr char kPathConfigKey[] = "axmoe.path";
+
+struct KernelChoice {
+  const KernelVariant* variant = nullptr;  // never null once parsed
+  PathChoice path = PathChoice::kAuto;
+};
+
 // Variants compiled in and supported by this CPU, best first (scalar always last).
 const std::vector<const KernelVariant*>& SupportedVariants();
 const KernelVariant& ScalarVariant();
 
-// Reads AXMOE_KERNEL / AXMOE_PATH; returns false with *error set on a bad value.
-bool SelectFromEnvironment(const KernelVariant** variant, PathChoice* path, std::string* error);
+// Parses the values of the two config entries; returns false with *error set (one line that
+// names the key) on a bad value.
+bool ParseKernelChoice(const std::string& isa, const std::string& path, KernelChoice* choice, std::string* error);
 
 }  // namespace axmoe

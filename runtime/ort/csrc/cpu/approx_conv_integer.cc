@@ -170,8 +170,8 @@ Ort::Status ConvKernel::Compute(OrtKernelContext* context) {
     }
   }
   GemmOptions options;
-  options.variant = setup.variant;
-  options.path = setup.path;
+  options.variant = setup.choice.variant;
+  options.path = setup.choice.path;
   const std::string error = RunApproxGemm(batch, plan, options, OrtParallelFor(ctx),
                                           setup.constant_weights ? &weight_cache : nullptr);
   if (!error.empty()) return InvalidArgument(kOp, error);
@@ -179,6 +179,9 @@ Ort::Status ConvKernel::Compute(OrtKernelContext* context) {
 }
 
 struct ConvOp : Ort::CustomOpBase<ConvOp, ConvKernel, true> {
+  explicit ConvOp(const KernelChoice& choice) : choice(choice) {}
+  KernelChoice choice;  // of every session registered with this op
+
   OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
     try {
       return Create(api, info, kernel);
@@ -206,7 +209,7 @@ struct ConvOp : Ort::CustomOpBase<ConvOp, ConvKernel, true> {
       if (v < 1) return InvalidArgument(kOp, "dilations must be >= 1, got " + ShapeString(at.dilations)).release();
     for (int64_t v : at.pads)
       if (v < 0) return InvalidArgument(kOp, "pads must be >= 0, got " + ShapeString(at.pads)).release();
-    if (auto s = ReadKernelSetup(kOp, api, info, 1, 4, &k->setup); !s.IsOK()) return s.release();
+    k->setup = ReadKernelSetup(choice, api, info, 1, 4);
     *kernel = k.release();
     return nullptr;
   }
@@ -223,6 +226,6 @@ struct ConvOp : Ort::CustomOpBase<ConvOp, ConvKernel, true> {
 
 }  // namespace
 
-OrtCustomOp* CreateApproxConvInteger() { return new ConvOp; }
+OrtCustomOp* CreateApproxConvInteger(const KernelChoice& choice) { return new ConvOp(choice); }
 
 }  // namespace axmoe::cpu

@@ -131,8 +131,8 @@ Ort::Status MatMulKernel::Compute(OrtKernelContext* context) {
     gemm.problems.push_back(p);
   }
   GemmOptions options;
-  options.variant = setup.variant;
-  options.path = setup.path;
+  options.variant = setup.choice.variant;
+  options.path = setup.choice.path;
   const std::string error = RunApproxGemm(gemm, plan, options, OrtParallelFor(ctx),
                                           setup.constant_weights ? &weight_cache : nullptr);
   if (!error.empty()) return InvalidArgument(kOp, error);
@@ -140,6 +140,9 @@ Ort::Status MatMulKernel::Compute(OrtKernelContext* context) {
 }
 
 struct MatMulOp : Ort::CustomOpBase<MatMulOp, MatMulKernel, true> {
+  explicit MatMulOp(const KernelChoice& choice) : choice(choice) {}
+  KernelChoice choice;  // of every session registered with this op
+
   OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
     try {
       return Create(api, info, kernel);
@@ -151,7 +154,7 @@ struct MatMulOp : Ort::CustomOpBase<MatMulOp, MatMulKernel, true> {
   }
   OrtStatusPtr Create(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
     auto k = std::make_unique<MatMulKernel>();
-    if (auto s = ReadKernelSetup(kOp, api, info, 1, 4, &k->setup); !s.IsOK()) return s.release();
+    k->setup = ReadKernelSetup(choice, api, info, 1, 4);
     *kernel = k.release();
     return nullptr;
   }
@@ -168,6 +171,6 @@ struct MatMulOp : Ort::CustomOpBase<MatMulOp, MatMulKernel, true> {
 
 }  // namespace
 
-OrtCustomOp* CreateApproxMatMulInteger() { return new MatMulOp; }
+OrtCustomOp* CreateApproxMatMulInteger(const KernelChoice& choice) { return new MatMulOp(choice); }
 
 }  // namespace axmoe::cpu

@@ -3,8 +3,8 @@
 
 namespace axmoe::cpu {
 
-std::vector<OrtCustomOp*> CreateOps() {
-  return {CreateApproxMul(), CreateApproxConvInteger(), CreateApproxMatMulInteger()};
+std::vector<OrtCustomOp*> CreateOps(const KernelChoice& choice) {
+  return {CreateApproxMul(), CreateApproxConvInteger(choice), CreateApproxMatMulInteger(choice)};
 }
 
 }  // namespace axmoe::cpu

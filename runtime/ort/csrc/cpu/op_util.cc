@@ -107,10 +107,10 @@ Ort::Status CheckWeight(const std::string& op, const char* w_name, const InputTe
   return Ort::Status{nullptr};
 }
 
-Ort::Status ReadKernelSetup(const std::string& op, const OrtApi& api, const OrtKernelInfo* info, size_t weight_input,
-                            size_t lut_input, KernelSetup* setup) {
-  std::string error;
-  if (!SelectFromEnvironment(&setup->variant, &setup->path, &error)) return InvalidArgument(op, error);
+KernelSetup ReadKernelSetup(const KernelChoice& choice, const OrtApi& api, const OrtKernelInfo* info,
+                            size_t weight_input, size_t lut_input) {
+  KernelSetup setup;
+  setup.choice = choice;
   int is_constant = 0;
   const OrtValue* value = nullptr;
   OrtStatus* status = api.KernelInfoGetConstantInput_tensor(info, lut_input, &is_constant, &value);
@@ -121,16 +121,16 @@ Ort::Status ReadKernelSetup(const std::string& op, const OrtApi& api, const OrtK
     auto shape_info = lut.GetTensorTypeAndShapeInfo();
     if (shape_info.GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 &&
         shape_info.GetShape() == std::vector<int64_t>{256, 256})
-      setup->constant_plan = GetLutPlan(lut.GetTensorData<int32_t>());  // bad LUTs fail in Compute
+      setup.constant_plan = GetLutPlan(lut.GetTensorData<int32_t>());  // bad LUTs fail in Compute
   }
   is_constant = 0;
   status = api.KernelInfoGetConstantInput_tensor(info, weight_input, &is_constant, &value);
   if (status) {
     api.ReleaseStatus(status);
   } else {
-    setup->constant_weights = is_constant != 0;
+    setup.constant_weights = is_constant != 0;
   }
-  return Ort::Status{nullptr};
+  return setup;
 }
 
 Ort::Status LutPlanFor(const std::string& op, const KernelSetup& setup, const InputTensor& lut,

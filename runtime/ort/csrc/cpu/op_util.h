@@ -40,15 +40,14 @@ Ort::Status ActivationFlip(const std::string& op, const char* x_name, const Inpu
 Ort::Status CheckWeight(const std::string& op, const char* w_name, const InputTensor& w, const InputTensor& zp,
                         int64_t zp_len);
 
-// Settings and the constant LUT a kernel reads once, when onnxruntime creates it.
+// The session's kernel choice and what a kernel reads once, when onnxruntime creates it.
 struct KernelSetup {
-  const KernelVariant* variant = nullptr;
-  PathChoice path = PathChoice::kAuto;
+  KernelChoice choice;                           // of the op, from the session's config
   std::shared_ptr<const LutPlan> constant_plan;  // when the LUT input is an initializer
   bool constant_weights = false;                 // when the weight input is an initializer
 };
-Ort::Status ReadKernelSetup(const std::string& op, const OrtApi& api, const OrtKernelInfo* info, size_t weight_input,
-                            size_t lut_input, KernelSetup* setup);
+KernelSetup ReadKernelSetup(const KernelChoice& choice, const OrtApi& api, const OrtKernelInfo* info,
+                            size_t weight_input, size_t lut_input);
 
 // The plan for this call's LUT input (checked: int32 [256, 256]).
 Ort::Status LutPlanFor(const std::string& op, const KernelSetup& setup, const InputTensor& lut,
