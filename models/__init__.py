@@ -2,7 +2,7 @@
 
     import models
     models.list_archs()          # ['resnet20', 'vgg11_bn', 'vgg19_bn', 'vit_small']
-    models.list_topologies()     # ['dense', 'hard', 'soft', 'cluster']
+    models.list_topologies()     # ['dense', 'hard', 'soft', 'cluster'], then any registered
     models.list_options("vit_small", "hard")   # option -> default
     net = models.create("resnet20", "hard", num_classes=10, num_experts=4, top_k=1)
     logits = net(images)         # images (B, 3, 32, 32) float, normalised
@@ -10,9 +10,10 @@
     net.aux_loss()               # balancing loss of the last training forward
     models.create(**net.axmoe_config)   # rebuilds the architecture
 
-Modules: `registry` (create, names), `topology` (the four topologies), `gating` (routers),
-`dispatch` (sparse expert dispatch), `moe` (MoE layer, model mixin), `soft_moe` (Soft MoE
-slots), `resnet`, `vgg`, `vit` (architectures), `upcycle` (dense -> MoE weights); data:
+Modules: `registry` (create, architectures), `topology` (the topology registry and spec),
+`topologies/` (one module per topology: dense, hard, soft, cluster), `gating` (routers, all
+`Router`s), `dispatch` (sparse expert dispatch), `moe` (MoE layers, model mixin), `soft_moe`
+(Soft MoE slots), `resnet`, `vgg`, `vit` (architectures), `upcycle` (dense -> MoE weights); data:
 `data` (Fashion-MNIST IDX), `cifar` (CIFAR-100 pickles), `tiny_imagenet` (folder format),
 `datasets` (registry, presentation, normalisation), `loader` (batches, augmentation).
 
@@ -27,11 +28,16 @@ from typing import Any
 _EXPORTS = {
     "create": "models.registry",
     "list_archs": "models.registry",
-    "list_topologies": "models.registry",
+    "list_topologies": "models.topology",
     "list_models": "models.registry",
     "list_options": "models.registry",
     "ModelConfigError": "models.config",
     "Topology": "models.topology",
+    "TopologySpec": "models.topology",
+    "register_topology": "models.topology",
+    "topology_spec": "models.topology",
+    "Router": "models.gating",
+    "AUX_LOSS_WEIGHT": "models.gating",
     "MoELayer": "models.moe",
     "MoEBase": "models.moe",
     "load_dense_into_moe": "models.upcycle",

@@ -1,7 +1,7 @@
 """Mixture-of-Experts layers and the model-level view of them.
 
 `MoELayer` routes whole rows of its input (images of a CNN feature map, tokens or images of
-a ViT) through copies of one module:
+a ViT) through copies of one module (`MoEMlp`: the drop-in for a ViT block's MLP):
 
     z = mean of x over `pool_dims`        (R, D) routing features
     (G, M) = gate(z)                      (R, E) weights and mask
@@ -18,12 +18,14 @@ gate's auxiliary loss (`aux_loss`, hard MoE in training only).
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence, Type
 
 import torch
+from timm.layers import Mlp
 from torch import Tensor, nn
 
 from models.dispatch import sparse_dispatch
+from models.gating import Router
 
 
 def eager() -> bool:
@@ -33,7 +35,11 @@ def eager() -> bool:
 
 
 class MoEBase(nn.Module):
-    """Common state of an MoE layer: `experts` (E modules), `gate`, last load, aux loss."""
+    """Common state of an MoE layer: `experts` (E modules), `gate`, last load, aux loss.
+
+    The experts live in the `nn.ModuleList` named `experts`, so every module, weight and
+    exported node of expert e carries the `experts.<e>` segment (`modelfile.naming`): how the
+    exporter, the pass and the evaluator find experts."""
 
     experts: nn.ModuleList
     num_experts: int
@@ -71,7 +77,7 @@ class MoELayer(MoEBase):
             that are routed as they are (R, D).
     """
 
-    def __init__(self, experts: Sequence[nn.Module], gate: nn.Module,
+    def __init__(self, experts: Sequence[nn.Module], gate: Router,
                  pool_dims: tuple[int, ...] = (2, 3)) -> None:
         super().__init__()
         self.experts = nn.ModuleList(experts)
@@ -93,6 +99,42 @@ class MoELayer(MoEBase):
         routing = self.gate(self.routing_features(x))
         self.record_load(routing.mask.sum(dim=0))
         return sparse_dispatch(x, routing, self.experts, self.out_shape(x.shape))
+
+
+class MoEMlp(MoELayer):
+    """Drop-in for timm's `Mlp` (same constructor arguments): E `Mlp` experts behind a gate.
+
+    x (B, N, d) -> (B, N, d). Per token: the B N tokens are the rows routed. Per image: the
+    B images are, each routed on its mean token and sent whole to its expert(s).
+
+    Args:
+        in_features, hidden_features, out_features, act_layer, norm_layer, bias, drop: as
+            timm's `Mlp`, for every expert.
+        gate: builds the router from the feature size d.
+        num_experts: E.
+        per_image: route images instead of tokens.
+    """
+
+    def __init__(self, in_features: int, hidden_features: Optional[int] = None,
+                 out_features: Optional[int] = None, act_layer: Type[nn.Module] = nn.GELU,
+                 norm_layer: Optional[Type[nn.Module]] = None, bias: bool = True, drop: float = 0.0,
+                 *, gate: Callable[[int], Router], num_experts: int = 4, per_image: bool = False,
+                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None) -> None:
+        experts = [Mlp(in_features, hidden_features, out_features, act_layer=act_layer,
+                       norm_layer=norm_layer, bias=bias, drop=drop, device=device, dtype=dtype)
+                   for _ in range(num_experts)]
+        super().__init__(experts, gate(in_features), pool_dims=(1,) if per_image else ())
+        self.per_image = per_image
+        self.out_features = out_features or in_features
+
+    def out_shape(self, in_shape: torch.Size) -> tuple:
+        return tuple(in_shape[:-1]) + (self.out_features,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.per_image:
+            return super().forward(x)
+        rows = x.reshape(-1, x.shape[-1])
+        return super().forward(rows).reshape(tuple(x.shape[:-1]) + (self.out_features,))
 
 
 class MoEModelMixin:

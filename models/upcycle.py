@@ -3,7 +3,7 @@
 Every expert starts as a copy of the dense module it replaces; every other weight (stem,
 trunk, head) is copied as it is; gate weights and centroids, which have no dense
 counterpart, keep their initialisation. In state-dict names, expert e of a layer adds
-`experts.<e>.` to the dense name:
+`experts.<e>.` to the dense name (`modelfile.naming.dense_name` takes it out):
 
     stages.2.experts.3.0.conv1.weight   <- stages.2.0.conv1.weight       (CNN stage)
     blocks.1.mlp.experts.0.fc1.weight   <- blocks.1.mlp.fc1.weight       (ViT MLP)
@@ -14,17 +14,11 @@ routing: the starting point of the Cluster MoE recipe.
 
 from __future__ import annotations
 
-import re
 from typing import Mapping
 
 from torch import Tensor, nn
 
-_EXPERT = re.compile(r"\.experts\.\d+\.")
-
-
-def dense_name(name: str) -> str:
-    """State-dict name in the dense model of an MoE model's entry."""
-    return _EXPERT.sub(".", name)
+from modelfile.naming import dense_name
 
 
 def upcycle_state_dict(moe_model: nn.Module, dense_state: Mapping[str, Tensor]) -> dict[str, Tensor]:

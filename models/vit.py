@@ -7,30 +7,24 @@
 Image and patch size are options (64/8 for Tiny ImageNet, 32/4 for 32x32 data). MoE layers
 replace the MLP of the blocks in `moe_blocks` (default every second block: 1, 3, 5, ...)
 through timm's own extension points: `block_fn` builds each `Block` with its depth index, and
-hands the MoE class to the chosen blocks as their `mlp_layer`. Per topology:
-
-- hard: `MoEMlp` routing each token (B N rows of d) with a noisy top-k gate;
-- soft: `models.soft_moe.SoftMoEMlp` (Soft MoE slots);
-- cluster: `MoEMlp` routing each image (its N tokens together) to the expert of the nearest
-  k-means centroid of its mean token.
+hands the MoE class to the chosen blocks as their `mlp_layer`. The topology says which class
+(`TopologySpec.vit_mlp`, in `models/topologies/`): hard routes each token (B N rows of d)
+through `models.moe.MoEMlp`, cluster each image (its N tokens together, on its mean token),
+and soft uses `models.soft_moe.SoftMoEMlp` (Soft MoE slots).
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from functools import partial
 from typing import Callable, Iterator, Optional, Type
 
-import torch
-from timm.layers import Mlp
 from timm.models.vision_transformer import Block, VisionTransformer
-from torch import Tensor, nn
+from torch import nn
 
 from models.config import ModelConfigError
-from models.moe import MoELayer, MoEModelMixin
+from models.moe import MoEModelMixin
 from models.registry import register_arch
-from models.soft_moe import SoftMoEMlp
 from models.topology import Topology
 
 
@@ -64,42 +58,6 @@ class ViTOptions:
         object.__setattr__(self, "moe_blocks", tuple(sorted(blocks)))
 
 
-class MoEMlp(MoELayer):
-    """Drop-in for timm's `Mlp` (same constructor arguments): E `Mlp` experts behind a gate.
-
-    x (B, N, d) -> (B, N, d). Per token: the B N tokens are the rows routed. Per image: the
-    B images are, each routed on its mean token and sent whole to its expert(s).
-
-    Args:
-        in_features, hidden_features, out_features, act_layer, norm_layer, bias, drop: as
-            timm's `Mlp`, for every expert.
-        gate: builds the router from the feature size d.
-        num_experts: E.
-        per_image: route images instead of tokens.
-    """
-
-    def __init__(self, in_features: int, hidden_features: Optional[int] = None,
-                 out_features: Optional[int] = None, act_layer: Type[nn.Module] = nn.GELU,
-                 norm_layer: Optional[Type[nn.Module]] = None, bias: bool = True, drop: float = 0.0,
-                 *, gate: Callable[[int], nn.Module], num_experts: int = 4, per_image: bool = False,
-                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None) -> None:
-        experts = [Mlp(in_features, hidden_features, out_features, act_layer=act_layer,
-                       norm_layer=norm_layer, bias=bias, drop=drop, device=device, dtype=dtype)
-                   for _ in range(num_experts)]
-        super().__init__(experts, gate(in_features), pool_dims=(1,) if per_image else ())
-        self.per_image = per_image
-        self.out_features = out_features or in_features
-
-    def out_shape(self, in_shape: torch.Size) -> tuple:
-        return tuple(in_shape[:-1]) + (self.out_features,)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.per_image:
-            return super().forward(x)
-        rows = x.reshape(-1, x.shape[-1])
-        return super().forward(rows).reshape(tuple(x.shape[:-1]) + (self.out_features,))
-
-
 class MoEBlockFn:
     """timm `block_fn`: a `Block` whose `mlp_layer` is `moe_mlp` at the depths in `moe_blocks`."""
 
@@ -112,24 +70,12 @@ class MoEBlockFn:
         return Block(depth=depth, mlp_layer=chosen, **kwargs)
 
 
-def moe_mlp_layer(topology: Topology) -> Callable[..., nn.Module]:
-    """The `mlp_layer` class (partially applied) for an MoE topology."""
-    if topology.name == "hard":
-        return partial(MoEMlp, gate=topology.gate, num_experts=topology.num_experts, per_image=False)
-    if topology.name == "cluster":
-        return partial(MoEMlp, gate=topology.gate, num_experts=topology.num_experts, per_image=True)
-    if topology.name == "soft":
-        return partial(SoftMoEMlp, num_experts=topology.num_experts,
-                       slots_per_expert=topology.slots_per_expert)
-    raise ModelConfigError(f"topology {topology.name!r} has no MoE MLP")
-
-
 class AxViT(MoEModelMixin, VisionTransformer):
     """timm `VisionTransformer` with MoE MLPs in `options.moe_blocks`; see module docstring."""
 
     def __init__(self, num_classes: int, topology: Topology, options: ViTOptions) -> None:
         moe_blocks = tuple(options.moe_blocks or ())
-        block_fn = MoEBlockFn(moe_blocks, moe_mlp_layer(topology)) if topology.is_moe else Block
+        block_fn = MoEBlockFn(moe_blocks, topology.mlp_layer()) if topology.is_moe else Block
         super().__init__(img_size=options.img_size, patch_size=options.patch_size,
                          in_chans=options.in_chans, num_classes=num_classes,
                          embed_dim=options.embed_dim, depth=options.depth,
@@ -145,7 +91,7 @@ class AxViT(MoEModelMixin, VisionTransformer):
         return itertools.chain(tokens, super().trunk_parameters())
 
 
-@register_arch("vit_small", ViTOptions, moe_option="moe_blocks", token_slots=True,
+@register_arch("vit_small", ViTOptions, moe_option="moe_blocks", tokens=True,
                description="timm ViT-Small (d 384, 12 blocks, 6 heads); experts replace block MLPs")
 def vit_small(num_classes: int, topology: Topology, options: ViTOptions) -> AxViT:
     return AxViT(num_classes, topology, options)

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import yaml
 
 from models.config import suggest
+from models.gating import AUX_LOSS_WEIGHT
 from models.registry import list_archs, list_topologies
 
 ARCHS = tuple(list_archs())
@@ -62,8 +63,8 @@ def create_args_parser() -> argparse.ArgumentParser:
                    help="experts per MoE layer (default: 4)")
     g.add_argument("--top-k", type=int, default=1, metavar="K",
                    help="experts each input runs through, hard MoE (default: 1)")
-    g.add_argument("--aux-loss-weight", type=float, default=0.1, metavar="ALPHA",
-                   help="weight of the Switch balancing loss, hard MoE (default: 0.1; Switch "
+    g.add_argument("--aux-loss-weight", type=float, default=AUX_LOSS_WEIGHT, metavar="ALPHA",
+                   help=f"weight of the Switch balancing loss, hard MoE (default: {AUX_LOSS_WEIGHT}; Switch "
                         "used 0.01 for tokens, too weak for per-image routing)")
     g.add_argument("--no-noisy-gating", dest="noisy_gating", action="store_false",
                    help="hard MoE: no Gaussian gate noise while training")

@@ -1,9 +1,10 @@
 """`run(args)`: data, model, optimiser, epochs, evaluation, checkpoints, metrics.
 
-Dense, hard and soft models train in one phase. Cluster MoE runs two (`train.cluster`):
-`DIR/dense/` holds the dense phase (a complete dense run of its own), `DIR/` the expert
-phase. Seeding: weights from `seed`; epoch e's data order, augmentation, gate noise and
-dropout from (seed, e), so a resumed run repeats an uninterrupted one epoch for epoch.
+Dense, hard and soft models train in one phase. A topology whose spec asks for a dense trunk
+first (`TopologySpec.dense_trunk_init`: cluster) runs two (`train.cluster`): `DIR/dense/`
+holds the dense phase (a complete dense run of its own), `DIR/` the expert phase.
+Seeding: weights from `seed`; epoch e's data order, augmentation, gate noise and dropout
+from (seed, e), so a resumed run repeats an uninterrupted one epoch for epoch.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from torch import nn
 import models
 from models.datasets import ImageSet, dataset_spec, load_dataset
 from models.loader import BatchLoader
+from models.registry import arch_entry
+from models.topology import topology_spec
 from models.upcycle import upcycle_state_dict
 from train.args import UsageError, plain_args
 from train.checkpoint import CheckpointError, load_checkpoint, resolve, save_checkpoint, FILENAME
@@ -57,21 +60,25 @@ def seed_for(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch + 1
 
 
+#: topology option -> the parsed `python -m train` flag (args attribute) that sets it; an
+#: option without a flag keeps its default unless --model-opt sets it
+TOPOLOGY_FLAGS = {"num_experts": "experts", "top_k": "top_k", "noisy_gating": "noisy_gating",
+                  "aux_loss_weight": "aux_loss_weight", "slots_per_expert": "slots"}
+
+
 def model_config(args: argparse.Namespace, topology: str, image_size: int, num_classes: int) -> dict[str, Any]:
-    """The `models.create` config the command line asks for."""
+    """The `models.create` config the command line asks for: the flags of the options that
+    `topology` takes on `args.arch`, over --model-opt."""
     options: dict[str, Any] = dict(args.model_opt)
     if args.arch == "vit_small":
         options.setdefault("img_size", image_size)
         options.setdefault("patch_size", max(1, options["img_size"] // 8))
-    if topology != "dense":
-        options["num_experts"] = args.experts
-        if topology == "hard":
-            options.update(top_k=args.top_k, aux_loss_weight=args.aux_loss_weight,
-                           noisy_gating=args.noisy_gating)
-        if topology == "soft" and args.arch == "vit_small":
-            options["slots_per_expert"] = args.slots
-        if args.moe_layers:
-            options["moe_blocks" if args.arch == "vit_small" else "moe_stages"] = args.moe_layers
+    entry, spec = arch_entry(args.arch), topology_spec(topology)
+    for name in spec.option_names(entry.tokens):
+        if name in TOPOLOGY_FLAGS:
+            options[name] = getattr(args, TOPOLOGY_FLAGS[name])
+    if spec.is_moe and args.moe_layers:
+        options[entry.moe_option] = args.moe_layers
     return {"arch": args.arch, "topology": topology, "num_classes": num_classes, "options": options}
 
 
@@ -197,12 +204,13 @@ def _auto_resume(args: argparse.Namespace, out: Path, required: bool) -> Path | 
 
 
 def run_cluster(ctx: Context, num_classes: int) -> dict[str, Any]:
-    """Phase 1 (dense trunk) in DIR/dense, then k-means and phase 2 (experts) in DIR."""
+    """Phase 1 (dense trunk) in DIR/dense, then k-means and phase 2 (experts) in DIR, for
+    `args.topology` (a topology with `dense_trunk_init`)."""
     args = ctx.args
     out = Path(args.out)
     size = ctx.train_set.size
     dense_config = model_config(args, "dense", size, num_classes)
-    cluster_config = model_config(args, "cluster", size, num_classes)
+    cluster_config = model_config(args, args.topology, size, num_classes)
     dense_resume = _auto_resume(args, out / "dense", required=False)
     expert_resume = _auto_resume(args, out, required=False)
     if args.resume not in (None, "auto"):
@@ -263,7 +271,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ctx = Context(args, device, train_set, test_set)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.topology == "cluster":
+    if topology_spec(args.topology).dense_trunk_init:
         return run_cluster(ctx, spec.num_classes)
     config = model_config(args, args.topology, size, spec.num_classes)
     models.create(**config)  # fail fast on a bad option, before any data work

@@ -7,6 +7,7 @@ import gzip
 import pytest
 import torch
 
+from axmoe_testing import require_tool
 from models.data import DatasetFormatError, DatasetNotFoundError, load_fashion_mnist
 from models.datasets import UnknownDatasetError, dataset_spec, load_dataset, preprocess
 
@@ -34,7 +35,7 @@ def test_real_fashion_mnist_is_there():
     try:
         data = load_dataset("fashion-mnist", "test")
     except DatasetNotFoundError:
-        pytest.skip("Fashion-MNIST not fetched (make data)")
+        require_tool(False, "Fashion-MNIST", "make data")
     assert data.images.shape == (10000, 1, 32, 32)
     assert torch.bincount(data.labels).tolist() == [1000] * 10
 

@@ -90,8 +90,8 @@ def test_vit_moe_uses_timm_extension_points(small):
     SMALL = small
     from timm.layers import Mlp
     from timm.models.vision_transformer import Block, VisionTransformer
+    from models.moe import MoEMlp
     from models.soft_moe import SoftMoEMlp
-    from models.vit import MoEMlp
     model = models.create("vit_small", "hard", **SMALL["vit_small"])
     assert isinstance(model, VisionTransformer)
     assert all(isinstance(b, Block) for b in model.blocks)
