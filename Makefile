@@ -18,13 +18,17 @@ endif
 NATIVE_SOURCES := pyproject.toml CMakeLists.txt $(shell find runtime -name '*.cc' -o -name '*.h' 2>/dev/null)
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test install data ort-headers sanitize bench clean
+.PHONY: demo test lint install data ort-headers sanitize bench clean
 
 demo: install data
 	$(PY) -m eval sweep configs/demo.yaml
 
-test: install data
+test: lint data
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
+
+# ruff, configured in pyproject.toml ([tool.ruff])
+lint: install
+	$(PY) -m ruff check .
 
 install: $(INSTALLED)
 

@@ -1,10 +1,12 @@
 """Benchmark: one approximate-aware retraining step (forward + backward) of ResNet-20.
 
-    .venv/bin/python benchmarks/retrain_step.py [--batch 128] [--threads 2] [--repeats 5]
+    .venv/bin/python benchmarks/retrain_step.py [--batch 64] [--threads 2] [--repeats 5]
 
-Emulations of the same int8 ResNet-20 (Fashion-MNIST-calibrated, BN folded), timed round-robin
-in one run on the same machine, reported as ratios to the exact fake-quant step:
+Emulations of the same int8 ResNet-20 (Fashion-MNIST-calibrated, BN folded) and the plain float
+training step of that ResNet-20, timed round-robin in one run on the same machine, same batch and
+threads, reported as ratios to the exact fake-quant step and to the plain fp32 step:
 
+    fp32             the float model in train mode, no quantization (what retraining adds to)
     exact            QDQ emulation, exact products (the fake-quant baseline)
     <mask mult>      decomposed: one conv on masked operands
     <pp mult>        decomposed: main conv with gradient + correction convs without
@@ -17,6 +19,7 @@ Writes benchmarks/results/retrain_step.{json,md}.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import platform
@@ -39,14 +42,23 @@ from export.exporter import calibration_batches, export_model  # noqa: E402
 from export.fp32 import fold_batchnorm  # noqa: E402
 from models.datasets import load_dataset  # noqa: E402
 
+FP32 = "fp32"
 CASES = [("exact", None, "auto"), ("mul8s_1L2L", "mul8s_1L2L", "auto"), ("mul8s_1KVM", "mul8s_1KVM", "auto"),
          ("mul8s_1KV8", "mul8s_1KV8", "auto"), ("mul8s_1KVA", "mul8s_1KVA", "auto"),
          ("mul8s_1KVA (lut)", "mul8s_1KVA", "lut"), ("mitchell", "mitchell", "auto")]
 
 
+def timed_step(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Seconds of one forward + backward pass of `module` on (x, y)."""
+    module.zero_grad(set_to_none=True)
+    start = time.perf_counter()
+    F.cross_entropy(module(x), y).backward()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "retrain_step"))
@@ -64,29 +76,28 @@ def main() -> None:
 
         int8 = onnx.load(str(Path(tmp) / "m.onnx"))
     weights = {k: v.detach().numpy() for k, v in fold_batchnorm(model).state_dict().items()}
+    fp32 = copy.deepcopy(model).train()
     convs = [n.name for n in int8.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
     from models.datasets import preprocess
 
     x = preprocess(train.images[:args.batch], data)
     y = train.labels[:args.batch]
-    emus = {}
+    steps = {FP32: fp32}
     for label, name, method in CASES:
         mults = {n: multipliers.get(name) for n in convs} if name else {}
-        emus[label] = QDQEmulation(int8, weights, multipliers=mults, method=method)
-    times = {label: [] for label in emus}
+        steps[label] = QDQEmulation(int8, weights, multipliers=mults, method=method)
+    times = {label: [] for label in steps}
     for _ in range(args.repeats + 1):  # first round warms up
-        for label, em in emus.items():
-            em.zero_grad(set_to_none=True)
-            start = time.perf_counter()
-            F.cross_entropy(em(x), y).backward()
-            times[label].append(time.perf_counter() - start)
-    base = statistics.median(times["exact"][1:])
-    rows = []
-    for label, (_, name, method) in zip(emus, CASES):
-        t = statistics.median(times[label][1:])
+        for label, module in steps.items():
+            times[label].append(timed_step(module, x, y))
+    median = {label: statistics.median(t[1:]) for label, t in times.items()}
+    paths = {FP32: "float, no quantization"}
+    for label, name, method in CASES:
         dec = multipliers.get(name).decomposition if name else None
-        path = "exact" if not name else ("lut" if method == "lut" or not dec.exact else f"decomposed, {dec.num_terms} term(s)")
-        rows.append({"case": label, "path": path, "step_s": t, "ratio_to_exact": t / base})
+        paths[label] = "exact" if not name else (
+            "lut" if method == "lut" or not dec.exact else f"decomposed, {dec.num_terms} term(s)")
+    rows = [{"case": label, "path": paths[label], "step_s": t, "ratio_to_exact": t / median["exact"],
+             "ratio_to_fp32": t / median[FP32]} for label, t in median.items()]
     result = {"command": "benchmarks/retrain_step.py " + " ".join(sys.argv[1:]), "batch": args.batch,
               "threads": args.threads, "repeats": args.repeats, "machine": platform.processor() or platform.machine(),
               "rows": rows}
@@ -95,8 +106,9 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     lines = [f"Retraining step (forward + backward), ResNet-20, batch {args.batch}, {args.threads} threads, "
              f"median of {args.repeats}; `{result['command']}`", "",
-             "| emulation | products | step (s) | x exact fake-quant |", "|---|---|---|---|"]
-    lines += [f"| {r['case']} | {r['path']} | {r['step_s']:.3f} | {r['ratio_to_exact']:.2f} |" for r in rows]
+             "| emulation | products | step (s) | x exact fake-quant | x plain fp32 |", "|---|---|---|---|---|"]
+    lines += [f"| {r['case']} | {r['path']} | {r['step_s']:.3f} | {r['ratio_to_exact']:.2f} | "
+              f"{r['ratio_to_fp32']:.2f} |" for r in rows]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

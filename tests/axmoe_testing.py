@@ -1,17 +1,19 @@
 """Helpers shared by the test packages: small models, calibration data, runners."""
 
-import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 import torch
 
 import models
 import multipliers
 from export.emulation import QDQEmulation
+from modelfile import metadata
 from runtime.ort import session
 
 SMALL = {
@@ -59,7 +61,7 @@ def run_tvm(model: bytes, folder: Path, x: np.ndarray, kernel: str = "auto") -> 
 
 
 def assignment(model: onnx.ModelProto) -> dict:
-    return json.loads({p.key: p.value for p in model.metadata_props}["axmoe.assignment"])
+    return metadata.get(model, metadata.ASSIGNMENT)
 
 
 def run_oracle(int8: onnx.ModelProto, rewritten: onnx.ModelProto, x: np.ndarray, operand_order="xw") -> np.ndarray:
@@ -84,3 +86,22 @@ def run_cli(module: str, *args, ok: bool = True, timeout: int = 300) -> subproce
     if ok:
         assert proc.returncode == 0, proc.stderr[-2000:]
     return proc
+
+
+def require_tool(found: bool, what: str, fix: str) -> None:
+    """Skip the calling test (or test module) when a tool it needs is missing; fail it instead
+    when the environment variable CI is set. CI installs every tool and data set with the
+    README's commands, so there a missing one is a broken set-up that a skip would hide.
+
+    Args:
+        found: whether the tool is there.
+        what: what is missing, as the message names it ("cmake and a C++ compiler").
+        fix: the command that installs it ("make ort-headers").
+    """
+    __tracebackhide__ = True  # skip and failure reports name the caller's line
+    if found:
+        return
+    message = f"{what} not found ({fix})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI is set, so a missing tool is a failure, not a skip", pytrace=False)
+    pytest.skip(message, allow_module_level=True)

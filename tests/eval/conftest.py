@@ -7,19 +7,20 @@ import numpy as np
 import onnx
 import pytest
 
-from axmoe_testing import DATA, calibration, small_model
+from axmoe_testing import DATA, calibration, require_tool, small_model
 
 logging.getLogger().setLevel(logging.ERROR)
 
 
 @pytest.fixture(scope="session")
 def fashion():
+    from models.data import DatasetNotFoundError
     from models.datasets import load_dataset
 
     try:
         return load_dataset("fashion-mnist", "test", image_size=32, limit=96)
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"Fashion-MNIST not available ({exc}); `make data` fetches it")
+    except DatasetNotFoundError:
+        require_tool(False, "Fashion-MNIST", "make data")
 
 
 def _export(tmp_path_factory, topology: str):

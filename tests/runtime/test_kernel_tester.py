@@ -9,20 +9,23 @@ from pathlib import Path
 
 import pytest
 
+from axmoe_testing import require_tool
+
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build" / "kernel-tester"
 
 
 @pytest.fixture(scope="module")
 def tester() -> Path:
-    if not shutil.which("cmake") or not (shutil.which("c++") or shutil.which("g++")):
-        pytest.skip("cmake and a C++ compiler are needed to build the kernel tester")
+    require_tool(bool(shutil.which("cmake") and (shutil.which("c++") or shutil.which("g++"))),
+                 "cmake and a C++ compiler", "apt-get install cmake g++")
     configure = ["cmake", "-S", str(ROOT), "-B", str(BUILD), "-DCMAKE_BUILD_TYPE=Release", "-DAXMOE_BUILD_TESTER=ON"]
-    for cmd in (configure, ["cmake", "--build", str(BUILD), "--target", "axmoe_kernel_tester", "-j", str(os.cpu_count() or 2)]):
+    build = ["cmake", "--build", str(BUILD), "--target", "axmoe_kernel_tester", "-j", str(os.cpu_count() or 2)]
+    for cmd in (configure, build):
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode:
-            if "onnxruntime headers not found" in result.stdout + result.stderr:
-                pytest.skip("onnxruntime headers not found (make ort-headers)")
+            require_tool("onnxruntime headers not found" not in result.stdout + result.stderr,
+                         "onnxruntime headers", "make ort-headers")
             pytest.fail(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return BUILD / "axmoe_kernel_tester"
 
