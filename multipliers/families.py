@@ -13,22 +13,47 @@ from __future__ import annotations
 
 import re
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
 from multipliers.lut import BIT_WEIGHTS, apply_mask, bits, lut_from_function
-
-#: One-line syntax help, shown by the CLI and in unknown-name errors.
-FAMILY_SYNTAX = {
-    "mask:a=M,b=M": "operand masking, M an 8-bit mask (0xFC) or ~K to clear the bits of K (~3 clears bits 0-1)",
-    "pp:SPEC": "partial-product removal; SPEC is a comma-separated union of 'ij' pairs "
-               "(e.g. 07) and '&'-joined conditions on i, j, i+j (e.g. i=0, i>=1&i+j<3)",
-    "mitchell": "Mitchell's logarithmic multiplier (sign-magnitude)",
-    "drum:K": "DRUM with K kept bits per operand, K in 3..7 (sign-magnitude)",
-}
-
+from multipliers.multiplier import Multiplier
 
 class FamilySpecError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class Family:
+    """One parametric family, named `head:ARGS` (or `head` alone)."""
+    head: str                                 # the name before ":", e.g. "mask"
+    syntax: str                               # how a member is written, e.g. "mask:a=M,b=M"
+    help: str                                 # one line, shown by the CLI and in errors
+    build: Callable[[str], Multiplier]        # ARGS (text after ":", "" if none) -> member
+
+
+#: head -> family; a new family is one `@register_family` function below.
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(head: str, syntax: str, help: str):
+    """Decorator registering `build(args) -> Multiplier` as the family `head`. `build`
+    raises FamilySpecError for bad arguments, KeyError where `args` names no member."""
+    def wrap(build: Callable[[str], Multiplier]) -> Callable[[str], Multiplier]:
+        FAMILIES[head] = Family(head, syntax, help, build)
+        return build
+    return wrap
+
+
+def member(spec: str) -> Multiplier:
+    """The family member `spec` names ("pp:i+j<3"); KeyError when no family has it."""
+    head, _, args = spec.partition(":")
+    family = FAMILIES.get(head)
+    if family is None:
+        raise KeyError(spec)
+    return family.build(args)
 
 
 # --------------------------------------------------------------------------- operand masks
@@ -153,3 +178,48 @@ def drum_lut(k: int) -> np.ndarray:
         return np.where(shift > 0, ((x >> shift) | 1) << shift, x)
 
     return lut_from_function(_sign_magnitude(lambda x, y: approx(x) * approx(y)))
+
+
+# --------------------------------------------------------------------------- the families
+@register_family("mask", "mask:a=M,b=M",
+                 "operand masking, M an 8-bit mask (0xFC) or ~K to clear the bits of K (~3 clears bits 0-1)")
+def _mask_member(args: str) -> Multiplier:
+    mask_a, mask_b = parse_mask_spec(args)
+    return Multiplier(name=f"mask:a=0x{mask_a:02X},b=0x{mask_b:02X}", kind="mask",
+                      lut=mask_lut(mask_a, mask_b),
+                      description=f"(a & 0x{mask_a:02X}) * (b & 0x{mask_b:02X})",
+                      provenance="axmoe operand-mask family")
+
+
+@register_family("pp", "pp:SPEC",
+                 "partial-product removal; SPEC is a comma-separated union of 'ij' pairs "
+                 "(e.g. 07) and '&'-joined conditions on i, j, i+j (e.g. i=0, i>=1&i+j<3)")
+def _pp_member(args: str) -> Multiplier:
+    removed = parse_pp_spec(args)
+    return Multiplier(name=pp_spec_string(removed), kind="pp", lut=pp_lut(removed),
+                      description=f"a*b without partial products {sorted(removed)}",
+                      provenance="axmoe partial-product-removal family")
+
+
+@register_family("mitchell", "mitchell", "Mitchell's logarithmic multiplier (sign-magnitude)")
+def _mitchell_member(args: str) -> Multiplier:
+    if args:
+        raise KeyError(f"mitchell:{args}")
+    return Multiplier(name="mitchell", kind="log", lut=mitchell_lut(),
+                      description="Mitchell logarithmic multiplier, sign-magnitude",
+                      provenance="J. N. Mitchell, IRE Trans. Electronic Computers, 1962")
+
+
+@register_family("drum", "drum:K", "DRUM with K kept bits per operand, K in 3..7 (sign-magnitude)")
+def _drum_member(args: str) -> Multiplier:
+    try:
+        k = int(args)
+    except ValueError:
+        raise FamilySpecError(f"drum needs an integer K, e.g. drum:4, got {'drum:' + args!r}") from None
+    return Multiplier(name=f"drum:{k}", kind="drum", lut=drum_lut(k),
+                      description=f"DRUM-{k}, sign-magnitude",
+                      provenance="Hashemi, Bahar, Reda, ICCAD 2015")
+
+
+#: One-line syntax help per family, shown by the CLI and in unknown-name errors.
+FAMILY_SYNTAX = {f.syntax: f.help for f in FAMILIES.values()}

@@ -141,32 +141,7 @@ def _alias_table() -> dict[str, str]:
 # --------------------------------------------------------------------------- families
 @lru_cache(maxsize=64)
 def _family(spec: str) -> Multiplier:
-    head, _, args = spec.partition(":")
-    if head == "mask":
-        mask_a, mask_b = families.parse_mask_spec(args)
-        return Multiplier(name=f"mask:a=0x{mask_a:02X},b=0x{mask_b:02X}", kind="mask",
-                          lut=families.mask_lut(mask_a, mask_b),
-                          description=f"(a & 0x{mask_a:02X}) * (b & 0x{mask_b:02X})",
-                          provenance="axmoe operand-mask family")
-    if head == "pp":
-        removed = families.parse_pp_spec(args)
-        return Multiplier(name=families.pp_spec_string(removed), kind="pp",
-                          lut=families.pp_lut(removed),
-                          description=f"a*b without partial products {sorted(removed)}",
-                          provenance="axmoe partial-product-removal family")
-    if head == "mitchell" and not args:
-        return Multiplier(name="mitchell", kind="log", lut=families.mitchell_lut(),
-                          description="Mitchell logarithmic multiplier, sign-magnitude",
-                          provenance="J. N. Mitchell, IRE Trans. Electronic Computers, 1962")
-    if head == "drum":
-        try:
-            k = int(args)
-        except ValueError:
-            raise families.FamilySpecError(f"drum needs an integer K, e.g. drum:4, got {spec!r}") from None
-        return Multiplier(name=f"drum:{k}", kind="drum", lut=families.drum_lut(k),
-                          description=f"DRUM-{k}, sign-magnitude",
-                          provenance="Hashemi, Bahar, Reda, ICCAD 2015")
-    raise KeyError(spec)
+    return families.member(spec)
 
 
 def _unknown(name: str) -> UnknownMultiplierError:
