@@ -53,6 +53,8 @@ def main() -> None:
     args = p.parse_args()
     import onnx
 
+    from modelfile import metadata
+
     rows = {}
     start = time.time()
     for topology in args.topologies:
@@ -68,7 +70,7 @@ def main() -> None:
             sh("-m", "export.to_onnx", "--checkpoint", str(ckpt), "--out", str(int8), "--verify", "10000",
                "--json", str(work / "export.json"))
         export = json.loads((work / "export.json").read_text())
-        data = json.loads({m.key: m.value for m in onnx.load(str(int8)).metadata_props}["axmoe.data"])
+        data = metadata.get(onnx.load(str(int8)), metadata.DATA)
         row = {"fp32_top1": export["verify"]["fp32_top1"], "int8_top1": export["verify"]["int8_top1"],
                "emulation_same_class": export["verify"]["emulation_same_class"], "multipliers": {}}
         for name in args.multipliers:

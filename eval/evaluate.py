@@ -16,7 +16,6 @@ all trunk.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,6 +27,7 @@ from eval.backends import make_runner
 from eval.graph import analyse
 from eval.latency import LatencyMeter
 from eval.macs import MacCounter, instrumented, probe
+from modelfile import metadata
 
 PROBE_IMAGES = 8
 
@@ -51,9 +51,8 @@ def data_config(model: onnx.ModelProto, dataset: str | None) -> dict[str, Any]:
     the input's spatial size."""
     from models.datasets import dataset_spec
 
-    meta = {p.key: p.value for p in model.metadata_props}
-    data = json.loads(meta["axmoe.data"]) if "axmoe.data" in meta else {}
-    name = dataset or data.get("dataset") or meta.get("axmoe.dataset")
+    data = metadata.get(model, metadata.DATA, {})
+    name = dataset or data.get("dataset") or metadata.get(model, metadata.DATASET)
     if not name:
         raise EvaluationError("the model names no dataset (no axmoe metadata); pass --dataset")
     spec = dataset_spec(name)
@@ -66,13 +65,11 @@ def data_config(model: onnx.ModelProto, dataset: str | None) -> dict[str, Any]:
 
 
 def model_summary(model: onnx.ModelProto) -> dict[str, Any]:
-    meta = {p.key: p.value for p in model.metadata_props}
-    assignment = json.loads(meta.get("axmoe.assignment", "{}"))
+    assignment = metadata.get(model, metadata.ASSIGNMENT, {})
     used = sorted({e["multiplier"] for e in assignment.values() if "lowering" in e})
-    return {"arch": meta.get("axmoe.arch"), "topology": meta.get("axmoe.topology"),
-            "experts": int(meta["axmoe.experts"]) if meta.get("axmoe.experts", "").isdigit() else None,
-            "plan": json.loads(meta["axmoe.plan"]) if "axmoe.plan" in meta else None,
-            "multipliers": used, "rewritten": "axmoe.assignment" in meta}
+    return {"arch": metadata.get(model, metadata.ARCH), "topology": metadata.get(model, metadata.TOPOLOGY),
+            "experts": metadata.get(model, metadata.EXPERTS), "plan": metadata.get(model, metadata.PLAN),
+            "multipliers": used, "rewritten": metadata.has(model, metadata.ASSIGNMENT)}
 
 
 def _topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> int:

@@ -23,8 +23,6 @@ expert index are its router. Models whose names carry no experts are all trunk.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -32,33 +30,30 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from modelfile import metadata as model_metadata
+from modelfile.naming import EVAL_PREFIX, REWRITE_PREFIX, rewrite_scope, split_expert
+from modelfile.ops import APPROX_CONV_INTEGER, APPROX_MATMUL_INTEGER, DOMAIN
+
 #: (domain, op_type) -> (activation input, weight input, reduction rule)
 MAC_OPS: dict[tuple[str, str], tuple[int, int, str]] = {
     ("", "Conv"): (0, 1, "conv"),
     ("", "ConvInteger"): (0, 1, "conv"),
     ("", "QLinearConv"): (0, 3, "conv"),
-    ("axmoe", "ApproxConvInteger"): (0, 1, "conv"),
+    (DOMAIN, APPROX_CONV_INTEGER): (0, 1, "conv"),
     ("", "MatMul"): (0, 1, "matmul"),
     ("", "MatMulInteger"): (0, 1, "matmul"),
     ("", "QLinearMatMul"): (0, 3, "matmul"),
-    ("axmoe", "ApproxMatMulInteger"): (0, 1, "matmul"),
+    (DOMAIN, APPROX_MATMUL_INTEGER): (0, 1, "matmul"),
     ("", "Gemm"): (0, 1, "gemm"),
 }
 #: ops whose output has the leading dim of input 0 and that only prepare an activation for a
 #: product (dequantize, widen, mask, split into bit planes); the proxy search walks up them
 PASS_THROUGH = {"DequantizeLinear", "Cast", "Identity", "BitwiseAnd", "BitwiseOr", "BitwiseXor",
                 "BitShift", "Sub", "Add", "Mul"}
-EXPERT = re.compile(r"^(.*?)experts\.(\d+)(?=[/.]|$)")
-REWRITE_PREFIX = "axmoe/"
-EVAL_PREFIX = "axmoe_eval/"
 
 
 def _domain(node: onnx.NodeProto) -> str:
     return "" if node.domain in ("", "ai.onnx") else node.domain
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
 def layer_label(prefix: str) -> str:
@@ -122,7 +117,7 @@ class GraphInfo:
 
 def _origins(assignment: dict[str, dict]) -> dict[str, str]:
     """Prefix the pass gives a rewritten node's new nodes -> source node name."""
-    return {f"{REWRITE_PREFIX}{_safe(name)}/": name for name in assignment}
+    return {rewrite_scope(name) + "/": name for name in assignment}
 
 
 def _origin_of(node: onnx.NodeProto, origins: dict[str, str]) -> str:
@@ -150,8 +145,8 @@ def _find_proxy(tensor: str, producers: dict[str, onnx.NodeProto], initializers:
 def analyse(model: onnx.ModelProto) -> GraphInfo:
     """The MAC layers of `model` (see module docstring), in graph order; shapes unset."""
     graph = model.graph
-    metadata = {p.key: p.value for p in model.metadata_props}
-    assignment = json.loads(metadata.get("axmoe.assignment", "{}"))
+    metadata = model_metadata.raw(model)
+    assignment = model_metadata.get(model, model_metadata.ASSIGNMENT, {})
     origins = _origins(assignment)
     initializers = {t.name for t in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output if out}
@@ -175,9 +170,9 @@ def analyse(model: onnx.ModelProto) -> GraphInfo:
         entry = assignment.get(origin)
         if entry and "lowering" in entry:  # the pass rewrote it (or kept it exact on purpose)
             layer.multiplier, layer.lowering = entry["multiplier"], entry["lowering"]
-        match = EXPERT.match(origin)
-        if match:
-            layer.moe_layer, layer.expert = match.group(1), int(match.group(2))
+        split = split_expert(origin)
+        if split:
+            layer.moe_layer, layer.expert = split
         layers[origin] = layer
     moe_prefixes = {l.moe_layer for l in layers.values() if l.moe_layer is not None}
     for layer in layers.values():

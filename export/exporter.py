@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -15,6 +14,7 @@ from torch import nn
 
 from export.fp32 import DEFAULT_OPSET, INPUT_NAME, export_fp32, fold_batchnorm, max_abs_diff, module_path_of
 from export.quantize import SCHEME, check_scheme, fix_uncalibrated, quantize_model
+from modelfile import metadata
 
 PARITY_BATCHES = (1, 3, 32)
 PARITY_TOLERANCE = 1e-5
@@ -32,10 +32,10 @@ def axmoe_version() -> str:
 
 
 def router_node_names(model: nn.Module, onnx_model: onnx.ModelProto) -> list[str]:
-    """Nodes inside MoE routers (TopKGate, SoftmaxGate, CentroidGate): routing stays float."""
-    from models.gating import CentroidGate, SoftmaxGate, TopKGate
+    """Nodes inside MoE routers (every `models.gating.Router`): routing stays float."""
+    from models.gating import Router
 
-    gates = [name for name, m in model.named_modules() if isinstance(m, (TopKGate, SoftmaxGate, CentroidGate))]
+    gates = [name for name, m in model.named_modules() if isinstance(m, Router)]
     out = []
     for node in onnx_model.graph.node:
         path = module_path_of(node.name)
@@ -62,36 +62,26 @@ class ExportReport:
 
 
 def model_metadata(config: Mapping[str, Any], data: Mapping[str, Any], calibration: str | None,
-                   scheme: str | None) -> dict[str, str]:
+                   scheme: str | None) -> dict[metadata.Key, Any]:
+    """What an export writes (`modelfile.metadata`), in this order; calibration and scheme
+    only for the int8 model."""
     options = dict(config.get("options", {}))
+    topology = config.get("topology", "dense")
     meta = {
-        "axmoe.arch": str(config.get("arch")),
-        "axmoe.topology": str(config.get("topology", "dense")),
-        "axmoe.num_classes": str(config.get("num_classes")),
-        "axmoe.experts": str(options.get("num_experts", 0) if config.get("topology", "dense") != "dense" else 0),
-        "axmoe.options": json.dumps(options, sort_keys=True),
-        "axmoe.dataset": str(data.get("dataset", "")),
-        "axmoe.data": json.dumps(dict(data), sort_keys=True),
-        "axmoe.version": axmoe_version(),
+        metadata.ARCH: config.get("arch"),
+        metadata.TOPOLOGY: topology,
+        metadata.NUM_CLASSES: config.get("num_classes"),
+        metadata.EXPERTS: options.get("num_experts", 0) if topology != "dense" else 0,
+        metadata.OPTIONS: options,
+        metadata.DATASET: data.get("dataset", ""),
+        metadata.DATA: dict(data),
+        metadata.VERSION: axmoe_version(),
     }
     if calibration:
-        meta["axmoe.calibration"] = calibration
+        meta[metadata.CALIBRATION] = calibration
     if scheme:
-        meta["axmoe.quantization"] = scheme
+        meta[metadata.QUANTIZATION] = scheme
     return meta
-
-
-def set_metadata(model: onnx.ModelProto, meta: Mapping[str, str]) -> None:
-    existing = {p.key: p for p in model.metadata_props}
-    for key, value in meta.items():
-        if key in existing:
-            existing[key].value = value
-        else:
-            model.metadata_props.add(key=key, value=value)
-
-
-def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
-    return {p.key: p.value for p in model.metadata_props}
 
 
 def export_model(model: nn.Module, config: Mapping[str, Any], data: Mapping[str, Any], out: Path,
@@ -121,7 +111,7 @@ def export_model(model: nn.Module, config: Mapping[str, Any], data: Mapping[str,
     example = torch.zeros(2, 3, size, size)
     fp32_path = out if fp32_only else out.with_name(out.stem + ".fp32.onnx")
     fp32 = export_fp32(folded, example, opset=opset)
-    set_metadata(fp32, model_metadata(config, data, None, None))
+    metadata.write(fp32, model_metadata(config, data, None, None))
     onnx.save(fp32, str(fp32_path))
     report = ExportReport(fp32_path, None)
     sess = session(fp32_path, threads=None)
@@ -133,7 +123,7 @@ def export_model(model: nn.Module, config: Mapping[str, Any], data: Mapping[str,
     if worst > PARITY_TOLERANCE:
         raise ExportError(f"fp32 ONNX differs from PyTorch by {worst:.2e} (> {PARITY_TOLERANCE})")
     if fp32_only:
-        report.metadata = read_metadata(fp32)
+        report.metadata = metadata.raw(fp32)
         return report
     if calibration_batches is None:
         raise ExportError("int8 export needs calibration data (--dataset), or use --fp32-only")
@@ -153,7 +143,7 @@ def export_model(model: nn.Module, config: Mapping[str, Any], data: Mapping[str,
     problems = check_scheme(int8)
     if problems:
         raise ExportError(f"quantized graph breaks the axmoe scheme: {problems[0]} (and {len(problems) - 1} more)")
-    set_metadata(int8, model_metadata(config, data, calibration, SCHEME))
+    metadata.write(int8, model_metadata(config, data, calibration, SCHEME))
     onnx.checker.check_model(int8, full_check=True)
     onnx.save(int8, str(out))
     from export.quantize import quantized_ops
@@ -161,7 +151,7 @@ def export_model(model: nn.Module, config: Mapping[str, Any], data: Mapping[str,
     report.int8_path = out
     report.quantized_ops = len(quantized_ops(int8))
     report.float_routers = len(routers)
-    report.metadata = read_metadata(int8)
+    report.metadata = metadata.raw(int8)
     return report
 
 

@@ -10,7 +10,6 @@ kernels take); biases int32 at scale sx * sw. Q/DQ pairs sit around Conv, Gemm a
 
 from __future__ import annotations
 
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import onnx
 from onnx import numpy_helper
 
 from export.fp32 import INPUT_NAME, IR_VERSION
+from modelfile.naming import with_expert
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 QUANTIZED_OP_TYPES = ("Conv", "Gemm", "MatMul")
@@ -86,9 +86,6 @@ def quantize_model(fp32: onnx.ModelProto | str | Path, calibration: Iterable[np.
     return quantized
 
 
-_EXPERT_INDEX = re.compile(r"experts\.(\d+)")
-
-
 def fix_uncalibrated(model: onnx.ModelProto) -> list[str]:
     """Give activations that calibration never reached the scheme's zero point.
 
@@ -112,8 +109,7 @@ def fix_uncalibrated(model: onnx.ModelProto) -> list[str]:
         if not (int(zp) == 0 and float(scale) == 1.0):
             raise QuantizationError(f"{name}: activation zero point {int(zp)} (expected {ACTIVATION_ZERO_POINT})")
         init.CopyFrom(numpy_helper.from_array(np.array(ACTIVATION_ZERO_POINT, np.uint8), name))
-        for sibling in sorted({_EXPERT_INDEX.sub(f"experts.{e}", scale_name)
-                               for e in range(64)} - {scale_name}):
+        for sibling in sorted({with_expert(scale_name, e) for e in range(64)} - {scale_name}):
             other = inits.get(sibling)
             if other is not None and float(numpy_helper.to_array(other)) != 1.0:
                 inits[scale_name].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(other), scale_name))

@@ -40,6 +40,7 @@ class Key:
     name: str                             # full key, "axmoe.arch"
     encode: Callable[[Any], str]          # value -> stored string
     decode: Callable[[str], Any]          # stored string -> value
+    kind: str = "text"                    # what the stored string is, for errors: text | an integer | JSON
 
     @property
     def short(self) -> str:
@@ -55,11 +56,11 @@ def _str_key(short: str) -> Key:
 
 
 def _int_key(short: str) -> Key:
-    return Key(PREFIX + short, lambda v: str(int(v)), int)
+    return Key(PREFIX + short, lambda v: str(int(v)), int, "an integer")
 
 
 def _json_key(short: str) -> Key:
-    return Key(PREFIX + short, _json_encode, json.loads)
+    return Key(PREFIX + short, _json_encode, json.loads, "JSON")
 
 
 ARCH = _str_key("arch")
@@ -93,8 +94,7 @@ def _decode(key: Key, value: str) -> Any:
     try:
         return key.decode(value)
     except (ValueError, TypeError) as exc:
-        raise MetadataError(f"model metadata {key.name}={value[:60]!r} is not a valid {key.decode.__name__} "
-                            f"({exc})") from None
+        raise MetadataError(f"model metadata {key.name}={value[:60]!r} is not {key.kind} ({exc})") from None
 
 
 def get(model: onnx.ModelProto, key: Key, default: Any = None) -> Any:

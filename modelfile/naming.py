@@ -6,10 +6,12 @@ Experts. The exporter names every node and tensor of expert e of an MoE layer wi
     /stages/stages.2/experts.1/experts.1.0/conv1/Conv      -> layer "/stages/stages.2/", expert 1
     blocks.1.mlp.experts.0.fc1.weight                      -> layer "blocks.1.mlp.", expert 0
 
+and the dense model an MoE model is upcycled from has the same names without that segment
+(`dense_name`: blocks.1.mlp.experts.0.fc1.weight -> blocks.1.mlp.fc1.weight).
+
 Node prefixes. Nodes the pass adds are named `rewrite_scope(<source node>) + "/..."` and its
-tables `lut_name(<multiplier>)`; nodes the
-evaluator adds to probe a graph `EVAL_PREFIX + ...`, so either can be told apart from the
-model's own nodes.
+tables `lut_name(<multiplier>)`; nodes the evaluator adds to probe a graph `EVAL_PREFIX + ...`,
+so either can be told apart from the model's own nodes.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import re
 
 EXPERT_SEGMENT = "experts"
 #: the first `experts.<e>` segment of a name, ending at "/", "." or the end of the name
-EXPERT = re.compile(r"^(.*?)experts\.(\d+)(?=[/.]|$)")
+EXPERT = re.compile(rf"^(.*?){EXPERT_SEGMENT}\.(\d+)(?=[/.]|$)")
 REWRITE_PREFIX = "axmoe/"
 EVAL_PREFIX = "axmoe_eval/"
+LUT_PREFIX = "axmoe_lut_"
 
 
 def expert_segment(index: int) -> str:
@@ -51,6 +54,12 @@ def with_expert(name: str, index: int) -> str:
     return re.sub(rf"{EXPERT_SEGMENT}\.\d+", expert_segment(index), name)
 
 
+def dense_name(name: str) -> str:
+    """State-dict `name` with every `.experts.<e>.` segment dropped: the name of the same
+    weight in the dense model ('stages.2.experts.3.0.conv1.weight' -> 'stages.2.0.conv1.weight')."""
+    return re.sub(rf"\.{EXPERT_SEGMENT}\.\d+\.", ".", name)
+
+
 def safe_name(name: str) -> str:
     """`name` with every character outside [A-Za-z0-9_] replaced by "_"."""
     return re.sub(r"[^A-Za-z0-9_]", "_", name)
@@ -63,4 +72,4 @@ def rewrite_scope(source: str) -> str:
 
 def lut_name(multiplier: str) -> str:
     """Initializer name of a multiplier's table in a rewritten model: "axmoe_lut_<name>"."""
-    return "axmoe_lut_" + safe_name(multiplier)
+    return LUT_PREFIX + safe_name(multiplier)

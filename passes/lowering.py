@@ -25,11 +25,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from modelfile.ops import APPROX_CONV_INTEGER, APPROX_MATMUL_INTEGER, DOMAIN, VERSION
 from multipliers.decompose import Decomposition, Term
 from multipliers.lut import bit_runs, signed_mask
 from passes.candidates import IntegerOp
-
-DOMAIN = "axmoe"
 
 
 class Builder:
@@ -61,7 +60,7 @@ class Builder:
 
     def op(self, op_type: str, inputs, attributes=None, domain: str = "", what: str | None = None) -> ir.Value:
         node = ir.node(op_type, inputs, attributes or {}, domain=domain, name=self._name(what or op_type),
-                       version=1 if domain == DOMAIN else None)
+                       version=VERSION if domain == DOMAIN else None)
         node.outputs[0].name = node.name + "_out"
         self.nodes.append(node)
         return node.outputs[0]
@@ -109,9 +108,9 @@ def lower_lut(b: Builder, op: IntegerOp, lut_value: ir.Value) -> ir.Value:
     w_zp = b.const(np.array(0, np.int8), "w_zero_point")
     weight = b.const(op.weight.astype(np.int8), "weight")
     if op.kind == "conv":
-        acc = b.op("ApproxConvInteger", [op.x, weight, x_zp, w_zp, lut_value], _conv_attrs(op), domain=DOMAIN)
+        acc = b.op(APPROX_CONV_INTEGER, [op.x, weight, x_zp, w_zp, lut_value], _conv_attrs(op), domain=DOMAIN)
     else:
-        acc = b.op("ApproxMatMulInteger", [op.x, weight, x_zp, w_zp, lut_value], domain=DOMAIN)
+        acc = b.op(APPROX_MATMUL_INTEGER, [op.x, weight, x_zp, w_zp, lut_value], domain=DOMAIN)
     return requantize(b, op, acc)
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -35,13 +34,13 @@ from typing import Any, Mapping
 import numpy as np
 
 import multipliers
+from modelfile.naming import expert_index, moe_layer_of
 from multipliers import Multiplier
 
 LOWERINGS = ("auto", "lut", "decomposed")
 OPERAND_ORDERS = ("xw", "wx")
 KEEP_KEYWORDS = ("first_conv", "classifier")
 MATCH_KEYS = ("name", "op_type", "layer", "expert")
-EXPERT = re.compile(r"experts\.(\d+)")
 
 
 class PlanError(ValueError):
@@ -154,18 +153,6 @@ def load_plan(path: str | Path) -> Plan:
     except yaml.YAMLError as exc:
         raise PlanError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     return plan_from_dict(data or {})
-
-
-def expert_index(name: str) -> int | None:
-    """Expert index from a node name ('/stages/stages.2/experts.1/experts.1.0/conv1/Conv' -> 1)."""
-    match = EXPERT.search(name)
-    return int(match.group(1)) if match else None
-
-
-def moe_layer_of(name: str) -> str | None:
-    """Name prefix shared by the experts of one MoE layer ('/stages/stages.2/')."""
-    match = EXPERT.search(name)
-    return name[:match.start()] if match else None
 
 
 def maxnnscore_exact(ops: list, fraction: float) -> set[str]:

@@ -49,10 +49,12 @@ from export.emulation import QDQEmulation
 from export.exporter import calibration_batches, export_model, onnx_predictions
 from export.fp32 import fold_batchnorm, unfold_batchnorm_state
 from export.requantize import quantization_state, write_weights
+from modelfile import metadata
 from models.datasets import load_dataset, preprocess
 from models.loader import BatchLoader
 from passes.approximate import approximate
 from passes.plan import plan_from_dict
+from train.checkpoint import FORMAT
 
 
 class RetrainError(ValueError):
@@ -60,9 +62,8 @@ class RetrainError(ValueError):
 
 
 def _multipliers(rewritten: onnx.ModelProto, operand_order: str) -> dict[str, multipliers.Multiplier]:
-    meta = {p.key: p.value for p in rewritten.metadata_props}
     out = {}
-    for name, entry in json.loads(meta["axmoe.assignment"]).items():
+    for name, entry in metadata.get(rewritten, metadata.ASSIGNMENT, {}).items():
         mult = multipliers.get(entry["multiplier"])
         if operand_order == "wx":
             mult = multipliers.Multiplier(mult.name + "^T", np.ascontiguousarray(mult.lut.T), mult.kind)
@@ -184,7 +185,7 @@ def retrain_approx(checkpoint: str | Path, plan: Mapping[str, Any], out: str | P
 
     folded_state = {k: (torch.from_numpy(trained[k]) if k in trained else v) for k, v in folded.state_dict().items()}
     state = unfold_batchnorm_state(model, folded_state)
-    torch.save({"format": "axmoe.checkpoint/1", "config": dict(config), "data": dict(data), "state_dict": state,
+    torch.save({"format": FORMAT, "config": dict(config), "data": dict(data), "state_dict": state,
                 "quantization": {k: torch.from_numpy(np.asarray(v)) for k, v in quantization_state(retrained).items()},
                 "plan": plan_obj.to_dict(), "retrain": {"from": str(checkpoint), "steps": step}},
                out / "checkpoint.pt")

@@ -10,6 +10,8 @@ import pytest
 from eval.cli import main
 from eval.graph import analyse
 from eval.macs import instrumented, probe
+from modelfile import metadata
+from modelfile.naming import expert_index
 from models.datasets import preprocess
 from runtime.ort import session
 
@@ -50,16 +52,16 @@ def test_hard_moe_rewritten(tmp_path, hard_model, fashion, capsys, rewrite, torc
 
     # routing: rows per expert equal the gate's TopK choices (top-1: one expert per image)
     load = result["expert_load"]["stages.2"]
-    data = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["axmoe.data"])
+    data = metadata.get(onnx.load(str(path)), metadata.DATA)
     assert load["rows"] == topk_rows(path, fashion, data).tolist()
     assert sum(load["rows"]) == 96 and load["router_rows"] == 96 and load["experts_per_row"] == 1.0
 
     # MACs: the dense counterpart is the same arch's dense torch model; the router is w_gate
     counts = torch_macs(torch_model)
     router = sum(v for k, v in counts.items() if ".gate." in k)
-    trunk = sum(v for k, v in counts.items() if ".experts." not in k and ".gate." not in k)
+    trunk = sum(v for k, v in counts.items() if expert_index(k) is None and ".gate." not in k)
     # the hooked image ran through one expert; all experts have the same shapes
-    expert = max(sum(v for k, v in counts.items() if f".experts.{e}." in k) for e in range(4))
+    expert = max(sum(v for k, v in counts.items() if expert_index(k) == e) for e in range(4))
     power = result["power"]
     assert power["dense_macs_per_image"] == trunk + expert
     assert power["macs_by_role"]["router"] == router * 96
@@ -86,7 +88,7 @@ def test_instrumented_copy_computes_the_same_logits(hard_model, fashion, multipl
     path = rewrite(hard_model[1], multiplier)
     model = onnx.load(str(path))
     info = analyse(model)
-    data = json.loads({p.key: p.value for p in model.metadata_props}["axmoe.data"])
+    data = metadata.get(model, metadata.DATA)
     x = preprocess(fashion.images[:64], data).numpy()
     make = lambda proto: session(proto, threads=1)  # noqa: E731
     probe(model, info, x[:8], make)

@@ -10,7 +10,8 @@ from onnx import numpy_helper
 
 import models
 from export.emulation import QDQEmulation
-from export.exporter import export_model, read_metadata
+from export.exporter import export_model
+from modelfile import metadata
 from export.quantize import ACTIVATION_ZERO_POINT, check_scheme, quantized_ops
 from runtime.ort import session
 
@@ -48,7 +49,7 @@ def test_int8_graph_holds_only_symmetric_qdq(exported):
         if node.op_type == "QuantizeLinear":
             zp = inits[node.input[2]]
             assert zp.dtype == np.uint8 and int(zp) == ACTIVATION_ZERO_POINT, node.name
-    meta = read_metadata(int8)
+    meta = metadata.raw(int8)
     assert meta["axmoe.quantization"].startswith("symmetric-int8")
     assert meta["axmoe.calibration"] == "minmax" and meta["axmoe.arch"] in models.list_archs()
 

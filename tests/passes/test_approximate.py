@@ -5,6 +5,8 @@ import onnx
 import pytest
 
 import multipliers
+from modelfile import metadata
+from modelfile.naming import LUT_PREFIX
 from passes.approximate import approximate
 
 from axmoe_testing import assignment, run_oracle, run_ort
@@ -63,7 +65,7 @@ def test_mask_multiplier_keeps_the_fused_qdq_structure(int8_resnet):
 
 def test_lut_is_one_shared_initializer(int8_resnet):
     model, _ = approximate(int8_resnet, {"multiplier": "mul8s_1KVA", "lowering": "lut"})
-    luts = [i for i in model.graph.initializer if i.name.startswith("axmoe_lut_")]
+    luts = [i for i in model.graph.initializer if i.name.startswith(LUT_PREFIX)]
     assert len(luts) == 1 and list(luts[0].dims) == [256, 256]
 
 
@@ -76,6 +78,5 @@ def test_report_and_metadata(int8_resnet):
     conv = next(n for n in data["nodes"] if n["op_type"] == "Conv")
     assert conv["multiplier"] == "mul8s_1KV9" and conv["terms"] == 4 and conv["reduction"] == 27
     assert conv["macs_per_row"] == 27 * 4 * 32 * 32
-    meta = {p.key: p.value for p in model.metadata_props}
-    assert '"mul8s_1KV9"' in meta["axmoe.plan"]
+    assert metadata.get(model, metadata.PLAN)["multiplier"] == "mul8s_1KV9"
     assert len(assignment(model)) == 43

@@ -6,8 +6,6 @@ for initializers to exercise the constant-LUT / constant-weight caches of the ke
 
 from __future__ import annotations
 
-import contextlib
-import os
 from typing import Sequence
 
 import numpy as np
@@ -16,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import multipliers
 import runtime.ort
-from runtime.ops import opset_imports
+from modelfile.ops import DOMAIN, opset_imports
 
 #: LUTs the differential tests draw from: catalog multipliers of each kind (exact, partial
 #: product with 2-4 correction terms, operand masks incl. an activation-only mask), the
@@ -39,7 +37,7 @@ def _model(op: str, names: Sequence[str], feeds: dict, initializers: dict, attrs
     inputs = [helper.make_tensor_value_info(n, _ONNX_TYPE[np.asarray(v).dtype], np.asarray(v).shape)
               for n, v in feeds.items() if n not in initializers]
     inits = [numpy_helper.from_array(np.asarray(v), n) for n, v in initializers.items()]
-    node = helper.make_node(op, list(names), ["y"], domain="axmoe", **attrs)
+    node = helper.make_node(op, list(names), ["y"], domain=DOMAIN, **attrs)
     graph = helper.make_graph([node], op, inputs, [helper.make_tensor_value_info("y", TensorProto.INT32, None)], inits)
     return helper.make_model(graph, opset_imports=opset_imports(), ir_version=10).SerializeToString()
 
@@ -64,29 +62,10 @@ def integer_op_model(op: str, x: np.ndarray, w: np.ndarray, x_zp=None, w_zp=None
     return model, {n: v for n, v in feeds.items() if n not in initializers and n != "lut"}
 
 
-@contextlib.contextmanager
-def kernel(isa: str = "auto", path: str = "auto"):
-    """AXMOE_KERNEL / AXMOE_PATH for the sessions created inside the block."""
-    saved = {k: os.environ.get(k) for k in ("AXMOE_KERNEL", "AXMOE_PATH")}
-    os.environ["AXMOE_KERNEL"], os.environ["AXMOE_PATH"] = isa, path
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def sessions(model: bytes, threads: int = 2) -> dict:
     """One session per (kernel ISA usable here, path): the variants every differential test covers."""
-    out = {}
-    for isa in runtime.ort.kernel_variants():
-        for path in ("auto", "lut"):
-            with kernel(isa, path):
-                out[(isa, path)] = runtime.ort.session(model, threads=threads)
-    return out
+    return {(isa, path): runtime.ort.session(model, threads=threads, kernel=runtime.ort.KernelConfig(isa, path))
+            for isa in runtime.ort.kernel_variants() for path in ("auto", "lut")}
 
 
 def signed(x: np.ndarray, x_zp) -> np.ndarray:

@@ -8,12 +8,12 @@ from onnx import TensorProto, helper
 
 import multipliers
 import runtime.ort
-from runtime.ops import opset_imports, register_schemas
+from modelfile.ops import DOMAIN, opset_imports, register_schemas
 
 
 def approx_mul_model() -> onnx.ModelProto:
     graph = helper.make_graph(
-        [helper.make_node("ApproxMul", ["a", "b", "lut"], ["y"], domain="axmoe")], "approx_mul",
+        [helper.make_node("ApproxMul", ["a", "b", "lut"], ["y"], domain=DOMAIN)], "approx_mul",
         [helper.make_tensor_value_info("a", TensorProto.INT8, ["n", "m"]),
          helper.make_tensor_value_info("b", TensorProto.INT8, ["n", "m"]),
          helper.make_tensor_value_info("lut", TensorProto.INT32, [256, 256])],

@@ -5,11 +5,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, shape_inference
 
-from runtime.ops import opset_imports, register_schemas
+from modelfile.ops import DOMAIN, opset_imports, register_schemas
 
 
 def model(op, inputs, names, **attrs):
-    graph = helper.make_graph([helper.make_node(op, names, ["y"], domain="axmoe", **attrs)], "g",
+    graph = helper.make_graph([helper.make_node(op, names, ["y"], domain=DOMAIN, **attrs)], "g",
                               [helper.make_tensor_value_info(*i) for i in inputs],
                               [helper.make_tensor_value_info("y", TensorProto.INT32, ["a", "b", "c", "d"][:4])])
     return helper.make_model(graph, opset_imports=opset_imports(), ir_version=10)

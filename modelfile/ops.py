@@ -24,6 +24,10 @@ from onnx import defs
 
 DOMAIN = "axmoe"
 VERSION = 1
+APPROX_MUL = "ApproxMul"
+APPROX_CONV_INTEGER = "ApproxConvInteger"
+APPROX_MATMUL_INTEGER = "ApproxMatMulInteger"
+OPS = (APPROX_MUL, APPROX_CONV_INTEGER, APPROX_MATMUL_INTEGER)
 
 _Param = defs.OpSchema.FormalParameter
 _Optional = defs.OpSchema.FormalParameterOption.Optional
@@ -37,7 +41,7 @@ _INT_TYPES = [
 
 def _approx_mul_schema() -> defs.OpSchema:
     schema = defs.OpSchema(
-        "ApproxMul", DOMAIN, VERSION,
+        APPROX_MUL, DOMAIN, VERSION,
         doc="Elementwise approximate product through a multiplier LUT: "
             "Y[i] = LUT[A[i] + 128, B[i] + 128].",
         inputs=[
@@ -53,7 +57,7 @@ def _approx_mul_schema() -> defs.OpSchema:
 def _approx_conv_integer_schema() -> defs.OpSchema:
     ints = defs.OpSchema.AttrType.INTS
     schema = defs.OpSchema(
-        "ApproxConvInteger", DOMAIN, VERSION,
+        APPROX_CONV_INTEGER, DOMAIN, VERSION,
         doc="ConvInteger with every product looked up in a multiplier LUT: "
             "LUT[x - x_zero_point + 128, w + 128].",
         inputs=[
@@ -81,7 +85,7 @@ def _approx_conv_integer_schema() -> defs.OpSchema:
 
 def _approx_matmul_integer_schema() -> defs.OpSchema:
     schema = defs.OpSchema(
-        "ApproxMatMulInteger", DOMAIN, VERSION,
+        APPROX_MATMUL_INTEGER, DOMAIN, VERSION,
         doc="MatMulInteger with every product looked up in a multiplier LUT: "
             "LUT[A - a_zero_point + 128, B + 128].",
         inputs=[
