@@ -104,7 +104,8 @@ def main() -> None:
         lines += [f"**{topology}**: fp32 {100 * row['fp32_top1']:.2f} %, int8 {100 * row['int8_top1']:.2f} % "
                   f"(int8 - fp32 = {100 * (row['int8_top1'] - row['fp32_top1']):+.2f} points), PyTorch emulation "
                   f"predicts the int8 model's class on {100 * row['emulation_same_class']:.2f} % of images", "",
-                  "| multiplier | power vs exact | MAE | top-1 after the pass | after retraining |", "|---|---|---|---|---|"]
+                  "| multiplier | power vs exact | MAE | top-1 after the pass | after retraining |",
+                  "|---|---|---|---|---|"]
         exact = multipliers.exact()
         for name, entry in row["multipliers"].items():
             m = multipliers.get(name)

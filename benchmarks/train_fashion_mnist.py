@@ -168,7 +168,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
                   "over the 10,000 test images (torch.utils.flop_counter); wall time over the "
                   f"first {next(iter(result['compute'].values()))['timed_rows']} of them, fastest "
                   "of several round-robin repeats (the machine is shared).", "",
-                  "| layer | experts | FLOP ratio | wall-time ratio | expected (1/E) | routed | all experts | one expert |",
+                  "| layer | experts | FLOP ratio | wall-time ratio | expected (1/E) | routed | all experts "
+                  "| one expert |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, r in result["compute"].items():
             lines.append(f"| {name} | {r['num_experts']} | {r['flop_ratio']:.4f} | {r['time_ratio']:.3f} | "

@@ -171,7 +171,8 @@ def main(argv=None) -> int:
             print(f"threads {threads}, batch {batch}: " + ", ".join(
                 f"{label} {1e3 * s:.2f} ms ({s / exact:.2f}x)" for label, s in seconds.items())
                 + f"; general LUT {gmacs:.1f} GMAC/s per thread"
-                + "".join(f"; {label}: {n}/{batch} images differ from onnxruntime" for label, n in mismatches.items() if n),
+                + "".join(f"; {label}: {n}/{batch} images differ from onnxruntime"
+                          for label, n in mismatches.items() if n),
                 flush=True)
             cells.append({"threads": threads, "batch": batch, "seconds": seconds, "tvm_images_differing": mismatches,
                           "lut_gmacs_per_thread": gmacs})

@@ -168,7 +168,8 @@ class QDQEmulation(nn.Module):
     def matmul_products(self, name: str, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         mult = self.multipliers.get(name)
         if self.backend == "oracle" and mult is not None:
-            out = oracle.lut_matmul(a.detach().cpu().numpy().astype(np.int64), w.detach().cpu().numpy().astype(np.int64),
+            out = oracle.lut_matmul(a.detach().cpu().numpy().astype(np.int64),
+                                    w.detach().cpu().numpy().astype(np.int64),
                                     mult.lut)
             return torch.from_numpy(out.astype(np.float64)).to(a.device)
         return matmul_products(a, w, mult, method=self.method)

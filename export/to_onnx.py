@@ -59,7 +59,7 @@ def run(args) -> dict:
     import torch
 
     from export.checkpoint import CheckpointError, load_for_export, load_quantization_state
-    from export.exporter import ExportError, calibration_batches, export_model, onnx_predictions
+    from export.exporter import ExportError, calibration_batches, export_model
 
     try:
         model, config, data = load_for_export(args.checkpoint, arch=args.arch, topology=args.topology)

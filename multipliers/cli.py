@@ -43,7 +43,7 @@ def cmd_list(args) -> None:
         dec = f"yes ({r['terms']} term{'s' if r['terms'] != 1 else ''})" if r["decomposable"] else "no (LUT)"
         print(f"{r['name']:<12} {r['kind']:<6} {_fmt(r['mae']):>8} {_fmt(r['wce']):>6} "
               f"{_fmt(r['ep_pct']):>6} {_fmt(r['mre_pct']):>7} {_fmt(r['power_mW'], 3):>9} {dec}")
-    print(f"\npresets: " + "; ".join(f"{k} = {', '.join(v)}" for k, v in registry.PRESETS.items()))
+    print("\npresets: " + "; ".join(f"{k} = {', '.join(v)}" for k, v in registry.PRESETS.items()))
     print("families: " + "; ".join(f"{k} ({v})" for k, v in FAMILY_SYNTAX.items()))
 
 

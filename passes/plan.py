@@ -128,7 +128,8 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
             raise PlanError(f"override {i}: needs a 'match' mapping")
         bad = set(item["match"]) - set(MATCH_KEYS)
         if bad:
-            raise PlanError(f"override {i}: unknown match key(s) {', '.join(sorted(bad))}; valid: {', '.join(MATCH_KEYS)}")
+            raise PlanError(f"override {i}: unknown match key(s) {', '.join(sorted(bad))}; "
+                             f"valid: {', '.join(MATCH_KEYS)}")
         if "multiplier" not in item and "lowering" not in item:
             raise PlanError(f"override {i}: sets neither multiplier nor lowering")
         overrides.append(Override(dict(item["match"]), item.get("multiplier"), item.get("lowering")))

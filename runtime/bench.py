@@ -57,7 +57,8 @@ LAYERS = [
 
 
 def _model(nodes, inputs, outputs, inits) -> bytes:
-    graph = helper.make_graph(nodes, "bench", inputs, outputs, [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    graph = helper.make_graph(nodes, "bench", inputs, outputs,
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
     return helper.make_model(graph, opset_imports=opset_imports(), ir_version=10).SerializeToString()
 
 

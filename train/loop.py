@@ -84,7 +84,8 @@ def train_epoch(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], opti
             bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{float(correct) / seen:.4f}",
                             lr=f"{lr:.3g}")
         if on_log is not None and log_every and step % log_every == 0:
-            on_log({"event": "step", "step": step, "lr": lr, "loss": float(ce.detach()), "aux_loss": float(aux.detach()),
+            on_log({"event": "step", "step": step, "lr": lr, "loss": float(ce.detach()),
+                    "aux_loss": float(aux.detach()),
                     "train_loss": float(loss_sum) / seen, "train_acc": float(correct) / seen})
     bar.close()
     stats = {"train_loss": float(loss_sum) / max(seen, 1), "train_acc": float(correct) / max(seen, 1),

@@ -40,7 +40,6 @@ from typing import Any, Mapping
 import numpy as np
 import onnx
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 import multipliers
@@ -87,7 +86,8 @@ def _emulation_logits(em: QDQEmulation, images: torch.Tensor, data: Mapping[str,
 
 def retrain_approx(checkpoint: str | Path, plan: Mapping[str, Any], out: str | Path, dataset: str | None = None,
                    epochs: float = 1.0, batch_size: int = 128, lr: float = 1e-4, optimizer: str = "adam",
-                   momentum: float = 0.9, weight_decay: float = 0.0, max_steps: int | None = None, int8_model: str | Path | None = None,
+                   momentum: float = 0.9, weight_decay: float = 0.0, max_steps: int | None = None,
+                   int8_model: str | Path | None = None,
                    calib_samples: int = 512, eval_limit: int | None = None, seed: int = 0,
                    device: str = "auto", progress: bool = True) -> dict[str, Any]:
     """Retrain the model of `checkpoint` under `plan` (see module docstring); returns metrics."""

@@ -32,8 +32,6 @@ from pathlib import Path
 
 import numpy as np
 
-from modelfile.ops import DOMAIN
-
 LIBRARY_NAME = "libaxmoe_ort.so"
 #: GEMM paths of the integer ops, the values of `KernelConfig.path`.
 PATHS = ("auto", "lut", "decomposed")

@@ -115,11 +115,13 @@ def _check_integer_ops() -> int:
     conv_attrs = dict(strides=[2, 2], pads=[1, 1, 1, 1], group=2)
 
     def model(node, inputs):
-        graph = helper.make_graph([node], "check", inputs, [helper.make_tensor_value_info("y", TensorProto.INT32, None)])
+        graph = helper.make_graph([node], "check", inputs,
+                                  [helper.make_tensor_value_info("y", TensorProto.INT32, None)])
         return helper.make_model(graph, opset_imports=opset_imports(), ir_version=10).SerializeToString()
 
     lut_info = helper.make_tensor_value_info("lut", TensorProto.INT32, [256, 256])
-    conv = model(helper.make_node("ApproxConvInteger", ["x", "w", "xzp", "", "lut"], ["y"], domain=DOMAIN, **conv_attrs),
+    conv = model(helper.make_node("ApproxConvInteger", ["x", "w", "xzp", "", "lut"], ["y"], domain=DOMAIN,
+                                  **conv_attrs),
                  [helper.make_tensor_value_info("x", TensorProto.UINT8, x.shape),
                   helper.make_tensor_value_info("w", TensorProto.INT8, w.shape),
                   helper.make_tensor_value_info("xzp", TensorProto.UINT8, []), lut_info])

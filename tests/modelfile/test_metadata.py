@@ -69,7 +69,8 @@ def test_missing_keys_give_the_default_and_others_are_not_read():
 
 @pytest.mark.parametrize("key, stored, message", [
     (metadata.EXPERTS, "four", r"^model metadata axmoe\.experts='four' is not an integer \(invalid literal"),
-    (metadata.ASSIGNMENT, '{"/fc/Gemm": ', r"^model metadata axmoe\.assignment='\{\"/fc/Gemm\": ' is not JSON \(Expecting"),
+    (metadata.ASSIGNMENT, '{"/fc/Gemm": ',
+     r"^model metadata axmoe\.assignment='\{\"/fc/Gemm\": ' is not JSON \(Expecting"),
     (metadata.PLAN, "", r"^model metadata axmoe\.plan='' is not JSON \(Expecting value"),
 ])
 def test_a_value_that_does_not_decode_is_a_one_line_error_naming_the_key(key, stored, message):

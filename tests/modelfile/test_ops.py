@@ -33,4 +33,5 @@ def test_a_model_using_the_domain_passes_the_checker():
                                             helper.make_tensor_value_info("b", onnx.TensorProto.INT8, [4]),
                                             helper.make_tensor_value_info("lut", onnx.TensorProto.INT32, [256, 256])],
                               [helper.make_tensor_value_info("y", onnx.TensorProto.INT32, [4])])
-    onnx.checker.check_model(helper.make_model(graph, opset_imports=ops.opset_imports(), ir_version=10), full_check=True)
+    onnx.checker.check_model(helper.make_model(graph, opset_imports=ops.opset_imports(), ir_version=10),
+                             full_check=True)

@@ -16,8 +16,8 @@ METRIC_COLUMNS = {"MAE": "mae", "WCE": "wce", "EP_pct": "ep_pct", "MRE_pct": "mr
 
 def test_catalog_has_all_thirteen_signed_multipliers():
     assert len(ROWS) == 13
-    assert list(multipliers.catalog()) == sorted((r["name"] for r in ROWS),
-                                                 key=lambda n: -float(next(r for r in ROWS if r["name"] == n)["power_mW"]))
+    power = {r["name"]: float(r["power_mW"]) for r in ROWS}
+    assert list(multipliers.catalog()) == sorted((r["name"] for r in ROWS), key=lambda n: -power[n])
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r["name"] for r in ROWS])

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from onnx import numpy_helper
 
-import multipliers
 from passes import PlanError, load_plan, plan_from_dict
 from passes.approximate import approximate
 from passes.plan import expert_index, moe_layer_of

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import multipliers
@@ -42,7 +41,8 @@ def _model(op: str, names: Sequence[str], feeds: dict, initializers: dict, attrs
     return helper.make_model(graph, opset_imports=opset_imports(), ir_version=10).SerializeToString()
 
 
-def integer_op_model(op: str, x: np.ndarray, w: np.ndarray, x_zp=None, w_zp=None, *, constant=(), **attrs) -> tuple[bytes, dict]:
+def integer_op_model(op: str, x: np.ndarray, w: np.ndarray, x_zp=None, w_zp=None, *, constant=(),
+                     **attrs) -> tuple[bytes, dict]:
     """(model bytes, feeds without the LUT) for op in {ApproxConvInteger, ApproxMatMulInteger};
     x_zp / w_zp None leave the zero point out (empty input name). attrs["lut"], if given,
     fixes the LUT input's declared dtype and shape (default int32 [256, 256]) and is its

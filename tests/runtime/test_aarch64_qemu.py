@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CSRC = ROOT / "runtime" / "ort" / "csrc"
 BUILD = ROOT / "build" / "aarch64"
 CXX, QEMU = shutil.which("aarch64-linux-gnu-g++"), shutil.which("qemu-aarch64")
-ORT_HEADERS = next((p for p in (Path("/usr/include/onnxruntime"), ROOT / ".cache/onnxruntime-dev/root/usr/include/onnxruntime")
+ORT_HEADERS = next((p for p in (Path("/usr/include/onnxruntime"),
+                                 ROOT / ".cache/onnxruntime-dev/root/usr/include/onnxruntime")
                     if (p / "onnxruntime_c_api.h").is_file()), None)
 
 pytestmark = pytest.mark.skipif(not (CXX and QEMU), reason="needs aarch64-linux-gnu-g++ and qemu-aarch64")

@@ -43,7 +43,8 @@ W = np.zeros((2, 4, 3, 3), np.int8)
     ((U8, np.zeros((2, 4, 7, 7), np.int8), 128), {}, r"kernel \[2, 4, 7, 7\] .* does not fit input \[1, 4, 6, 6\]"),
     ((U8, W, 128), dict(kernel_shape=[2, 2]), r"kernel_shape \[2, 2\] does not match w \[2, 4, 3, 3\]"),
     ((U8, W, 128), dict(strides=[1, 1, 1]), "strides, dilations and kernel_shape need 2 values"),
-    ((U8, W, 128), dict(lut=np.zeros((16, 16), np.int32)), r"LUT .* int32 with shape \[256, 256\], got int32 with shape \[16, 16\]"),
+    ((U8, W, 128), dict(lut=np.zeros((16, 16), np.int32)),
+     r"LUT .* int32 with shape \[256, 256\], got int32 with shape \[16, 16\]"),
     ((U8, W, 128), dict(lut=np.zeros((256, 256), np.uint8)), r"LUT .* got uint8"),
 ], ids=["x-float", "u8-no-zp", "u8-zp-127", "s8-zp-3", "zp-vector", "w-uint8", "w-zp-1", "w-zp-shape", "rank-5",
         "channels", "group", "kernel-too-big", "kernel-shape-attr", "strides-length", "lut-shape", "lut-dtype"])

@@ -39,7 +39,8 @@ def test_matmul_shape_inference_broadcasts():
     assert inferred_shape(m) == [3, 2, 5, 4]
 
 
-@pytest.mark.parametrize("a_type, b_type", [(TensorProto.FLOAT, TensorProto.INT8), (TensorProto.UINT8, TensorProto.UINT8)])
+@pytest.mark.parametrize("a_type, b_type", [(TensorProto.FLOAT, TensorProto.INT8),
+                                            (TensorProto.UINT8, TensorProto.UINT8)])
 def test_wrong_dtypes_are_rejected(a_type, b_type):
     m = model("ApproxMatMulInteger", [("a", a_type, [5, 7]), ("b", b_type, [7, 4]), LUT], ["a", "b", "", "", "lut"])
     with pytest.raises(Exception, match="unsupported type"):

@@ -41,7 +41,8 @@ def test_retrained_graph_and_emulation_predict_the_same_class(checkpoint, tmp_pa
                              eval_limit=128, calib_samples=32, progress=False)
     assert metrics["steps"] == 2 and metrics["test_images"] == 128
     assert metrics["emulation_same_class"] == 1.0  # invariant 4 on every evaluated image
-    before, after = initializers(onnx.load(str(out / "model.onnx"))), initializers(onnx.load(str(out / "retrained.onnx")))
+    before = initializers(onnx.load(str(out / "model.onnx")))
+    after = initializers(onnx.load(str(out / "retrained.onnx")))
     changed = [k for k in before if k.endswith("_quantized") and not np.array_equal(before[k], after[k])]
     scales = [k for k in before if k.endswith(("_scale", "_zero_point"))]
     assert changed and all(np.array_equal(before[k], after[k]) for k in scales)  # weights move, scales stay
