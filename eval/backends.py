@@ -1,8 +1,9 @@
 """Backends that run a model for `eval run`: a callable batch (N, 3, S, S) float32 -> logits.
 
 - `ort`: onnxruntime with the axmoe custom-op library (`runtime.ort.session`).
-- `tvm`: the TVM-compiled graph, through `runtime.tvm` when that package provides a
-  session (`runtime.tvm.session(path, threads=N)` returning an object with `run(x)`).
+- `tvm`: the TVM-compiled graph (`runtime.tvm.session(path, threads=N)`: compiled for this
+  CPU once, cached). TVM is the optional extra `axmoe[tvm]`; without it this backend is a
+  one-line BackendError that says what to install.
 
 Routing and MAC counts are always read from an instrumented onnxruntime session of the same
 integer graph (`eval.macs`); the backend gives accuracy and latency.
@@ -10,7 +11,6 @@ integer graph (`eval.macs`); the backend gives accuracy and latency.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Callable
 
@@ -34,17 +34,13 @@ def ort_runner(model: str | Path | bytes, input_name: str, threads: int | None) 
 
 
 def tvm_runner(model: str | Path, input_name: str, threads: int | None) -> Runner:
+    import runtime.tvm
+
     try:
-        tvm_backend = importlib.import_module("runtime.tvm")
-    except ImportError as exc:
-        raise BackendError(f"--backend tvm: runtime.tvm cannot be imported ({exc})") from None
-    make = getattr(tvm_backend, "session", None)
-    if make is None:
-        raise BackendError("--backend tvm: runtime.tvm has no session(model, threads=) in this checkout "
-                           "(the TVM lowering is not wired up yet); use --backend ort")
-    sess = make(str(model), threads=threads)
-    run = getattr(sess, "run", None) or sess
-    return lambda x: np.asarray(run(x))
+        sess = runtime.tvm.session(str(model), threads=threads)
+    except runtime.tvm.MissingTVMError as exc:
+        raise BackendError(f"--backend tvm: {exc}") from None
+    return sess.run
 
 
 def make_runner(backend: str, model: str | Path, input_name: str, threads: int | None) -> Runner:

@@ -29,7 +29,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 
 from runtime.tvm import fp_exact, generic, schedule
 from runtime.tvm.frontend import from_onnx
-from runtime.tvm.runner import sidecar  # noqa: F401  (re-exported: build.sidecar)
+from runtime.tvm.runner import sidecar
 
 AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"]}
 CROSS_COMPILER = "aarch64-linux-gnu-g++"
@@ -154,8 +154,6 @@ def signature(model: onnx.ModelProto, batch: int | None) -> dict:
     dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
     return {"input": {"name": value.name, "shape": dims, "dtype": dtype},
             "outputs": [v.name for v in model.graph.output]}
-
-
 
 
 def export(executable, path: str | Path, target="host", metadata: dict | None = None) -> Path:

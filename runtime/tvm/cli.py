@@ -5,8 +5,8 @@
 
 `compile` writes LIB.so and LIB.so.json (input name, shape, dtype; target; kernel form), so
 `run` needs nothing but the library. User mistakes (missing or non-ONNX file, bad target,
-an op the TVM import does not lower, an input of the wrong shape) end in one line on stderr
-and exit code 2.
+an op the TVM import does not lower, an input of the wrong shape, no apache-tvm installed) end
+in one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from runtime.tvm.config import KERNELS, MissingTVMError, require_tvm
 
 TARGET_HELP = ("'host' (this CPU), 'aarch64' (Raspberry Pi 4 class, Cortex-A72, cross-linked with "
                "aarch64-linux-gnu-g++) or a TVM JSON target such as "
@@ -43,7 +45,7 @@ def create_args_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="library to write (LIB.so; LIB.so.json is written beside it)")
     c.add_argument("--batch", type=int, default=None,
                    help="fix the batch size (default: any batch, the model's symbolic dimension)")
-    c.add_argument("--kernel", choices=("auto", "lut"), default="auto",
+    c.add_argument("--kernel", choices=KERNELS, default="auto",
                    help="product form of the approximate ops: auto = exact integer decomposition where the "
                         "multiplier has one (VNNI / NEON dot products), else table lookups; lut = table lookups "
                         "everywhere (default: auto)")
@@ -79,7 +81,7 @@ def _existing(path: str) -> Path:
 
 def compile_command(args) -> int:
     from runtime.tvm import build, converters, frontend, ort_fusions
-    from runtime.tvm.runner import SessionError, load_onnx_bytes
+    from runtime.tvm.runner import SessionError, load_onnx_bytes, sidecar
 
     model_path = _existing(args.model)
     if args.batch is not None and args.batch < 1:
@@ -105,7 +107,7 @@ def compile_command(args) -> int:
             build.TargetError) as exc:
         raise UserError(f"{model_path}: {exc}") from None
     done = time.perf_counter()
-    print(f"wrote {out} and {build.sidecar(out).name} (compile {compiled - start:.1f} s, link {done - compiled:.1f} s)",
+    print(f"wrote {out} and {sidecar(out).name} (compile {compiled - start:.1f} s, link {done - compiled:.1f} s)",
           file=sys.stderr)
     return 0
 
@@ -141,7 +143,8 @@ def run_command(args) -> int:
 def main(argv=None) -> int:
     args = create_args_parser().parse_args(argv)
     try:
+        require_tvm()
         return compile_command(args) if args.command == "compile" else run_command(args)
-    except UserError as exc:
+    except (UserError, MissingTVMError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,11 @@ compute them where the result is integer, in the kernels' operation order otherw
         y = LayerNorm(x) over the last axis (TVM's kernel); outputs (y, -, -, x).
     BiasGelu(x, b)    v = x + b,  y = (v * 0.5) * (erf(v * float32(1 / sqrt(2))) + 1)
     FusedMatMul(A, B) alpha * op(A) @ op(B), op a transpose of the last two axes or not.
+    QGemm(A, s_a, z_a, B, s_b, z_b, C, s_y, z_y)   a quantized Gemm (DQ -> Gemm -> Q fused):
+            acc = op(A - z_a) @ op(B - z_b) + C                       int32, C broadcast as Gemm's
+            y = saturate(round_half_even(float32(acc) * m) + z_y),  m = float32(alpha s_a s_b) / s_y
+        or, without s_y and z_y, the float y = float32(acc) * float32(alpha s_a s_b) (s_b one per
+        column or one for all). Integer in, integer out: equal to onnxruntime on every input.
 
 The elementwise float math follows the kernels' operation order and rounds every product on
 its own (`fp_exact`). What still rounds differently from onnxruntime in the last bit: erf
@@ -27,7 +32,7 @@ import numpy as np
 from tvm import relax, tirx
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
-from runtime.tvm.converters import ConversionError, _constant, _dtype, _zero_point
+from runtime.tvm.converters import ConversionError, MatMulInteger, _constant, _dtype, _zero_point, requantize
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
@@ -143,10 +148,43 @@ def _swap_last(ndim: int) -> list[int]:
     return list(range(ndim - 2)) + [ndim - 1, ndim - 2]
 
 
+# ---------------------------------------------------------------------------- QGemm
+class QGemm(OnnxOpConverter):
+    """com.microsoft.QGemm (module docstring): the integer matmul of `converters`, then
+    onnxruntime's requantization."""
+
+    @classmethod
+    def _impl_v1(cls, bb, inputs, attr, params):
+        a, a_scale, a_zp, b, b_scale, b_zp, c, y_scale, y_zp = (inputs[i] if i < len(inputs) else None
+                                                                 for i in range(9))
+        op = "QGemm"
+        if (y_scale is None) != (y_zp is None):
+            raise ConversionError(f"{op}: y_scale and y_zero_point must be given together")
+        if int(attr.get("transA", 0)):
+            a = bb.normalize(relax.op.permute_dims(a, [1, 0]))
+        if int(attr.get("transB", 0)):
+            weight = _constant(b)
+            # a constant B stays a constant, so MatMulInteger takes the packed dot kernel
+            b = (relax.const(np.ascontiguousarray(weight.T)) if weight is not None
+                 else bb.normalize(relax.op.permute_dims(b, [1, 0])))
+        acc = bb.normalize(MatMulInteger._impl_v10(bb, [a, b, a_zp, b_zp], attr, params))
+        if c is not None:
+            acc = bb.normalize(relax.op.add(acc, c))
+        alpha = np.float32(attr.get("alpha", 1.0))
+        if alpha != 1:
+            scale = _constant(a_scale)
+            if scale is None:
+                raise ConversionError(f"{op}: scales must be constants")
+            # onnxruntime's scale is (alpha * s_a) * s_b[j], each product rounded to float32
+            a_scale = relax.const(np.float32(alpha * np.float32(scale.reshape(()))))
+        return requantize(bb, acc, None, a_scale, b_scale, y_scale, y_zp, 1, op)
+
+
 #: op type -> converter (`frontend.CONVERTERS`), one for each com.microsoft op of `ort_fusions.FUSED`.
 CONVERTERS = {
     "QLinearSoftmax": QLinearSoftmax,
     "SkipLayerNormalization": SkipLayerNormalization,
     "BiasGelu": BiasGelu,
     "FusedMatMul": FusedMatMul,
+    "QGemm": QGemm,
 }

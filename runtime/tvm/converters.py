@@ -14,7 +14,8 @@ Every product is computed by the kernels of `kernels.py` (`vnni.py` on AVX-512 V
     ConvInteger / MatMulInteger: the exact single-term `dot` (any uint8 / int8 activation
         zero point; int8 weights with zero point 0 -- otherwise TVM's own lowering).
     QLinearConv / QLinearMatMul: the integer op, then onnxruntime's requantization
-        y = saturate(round_half_even(float32(acc + bias) * float32(s_x * s_w / s_y)) + z_y).
+        y = saturate(round_half_even(float32(acc + bias) * float32(s_x * s_w / s_y)) + z_y)
+        (`requantize`, which contrib_ops.QGemm shares).
 
 Shapes: spatial sizes and weights' shapes are static, the batch (and the rows routed to a MoE
 expert) may be symbolic.
@@ -32,6 +33,7 @@ from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from multipliers.decompose import decompose
 from runtime.tvm import kernels, schedule, vnni
+from runtime.tvm.config import LoweringConfig
 from runtime.tvm.kernels import ConvGeometry, Product
 
 KERNEL_ATTR = schedule.KERNEL_ATTR
@@ -255,13 +257,10 @@ def emit_matmul(bb, a, w, zero_point: int, product: Product, side, op: str):
 
 
 # -------------------------------------------------------------------------- converters
-class _Options:
-    """Import options the converters read (set by `frontend.from_onnx` for one import)."""
-
-    kernel = "auto"  # "auto" | "lut": product form of the approximate ops
-
-
-OPTIONS = _Options()
+class ConfiguredConverter(OnnxOpConverter):
+    """A converter whose lowering depends on the import's `LoweringConfig`: its `_impl_v*`
+    take the config as a fifth argument (`frontend.ONNXImporter` passes it; TVM's own
+    converters keep their four)."""
 
 
 def _approx_operands(bb, inputs, op: str, names: str):
@@ -281,29 +280,29 @@ def _approx_operands(bb, inputs, op: str, names: str):
     return x, w, lut, q, zp
 
 
-class ApproxConvInteger(OnnxOpConverter):
+class ApproxConvInteger(ConfiguredConverter):
     """axmoe.ApproxConvInteger: ConvInteger with every product LUT[a + 128, b + 128]."""
 
     @classmethod
-    def _impl_v1(cls, bb, inputs, attr, params):
+    def _impl_v1(cls, bb, inputs, attr, params, config: LoweringConfig):
         op = "axmoe.ApproxConvInteger"
         x, w, lut, q, zp = _approx_operands(bb, inputs, op, "x, w, x_zero_point, w_zero_point, LUT")
         x_shape = _static_shape_tail(x, op)
         geometry, spatial = _conv_geometry(attr, x_shape, _static_shape(w, op, "the weight"), op)
-        product = choose_product(lut, _constant(w), zp, op, OPTIONS.kernel)
+        product = choose_product(lut, _constant(w), zp, op, config.kernel)
         return emit_conv(bb, q, w, zp, geometry, spatial, product, lut, op)
 
 
-class ApproxMatMulInteger(OnnxOpConverter):
+class ApproxMatMulInteger(ConfiguredConverter):
     """axmoe.ApproxMatMulInteger: MatMulInteger with every product LUT[a + 128, b + 128]."""
 
     @classmethod
-    def _impl_v1(cls, bb, inputs, attr, params):
+    def _impl_v1(cls, bb, inputs, attr, params, config: LoweringConfig):
         op = "axmoe.ApproxMatMulInteger"
         _, w, lut, q, zp = _approx_operands(bb, inputs, op, "A, B, a_zero_point, b_zero_point, LUT")
         if len(_static_shape(w, op, "B")) != 2:
             raise ConversionError(f"{op}: B must be a 2-D [K, N] weight, got shape {w.ty.shape}")
-        product = choose_product(lut, _constant(w), zp, op, OPTIONS.kernel)
+        product = choose_product(lut, _constant(w), zp, op, config.kernel)
         return emit_matmul(bb, q, w, zp, product, lut, op)
 
 
@@ -370,12 +369,15 @@ class MatMulInteger(OnnxOpConverter):
 
 
 def requantize(bb, acc, bias, x_scale, w_scale, y_scale, y_zp, channel_axis: int, op: str):
-    """onnxruntime's requantization of an int32 accumulator (see module docstring)."""
-    scales = [_constant(v) for v in (x_scale, w_scale, y_scale)]
+    """onnxruntime's requantization of an int32 accumulator (see module docstring). Without a
+    y_scale (QGemm's float output) it stops at the float: y = float32(acc + bias) * float32(s_x s_w)."""
+    scales = [_constant(v) for v in (x_scale, w_scale, *([y_scale] if y_scale is not None else []))]
     if any(s is None for s in scales):
         raise ConversionError(f"{op}: scales must be constants")
-    sx, sw, sy = (np.asarray(s, dtype=np.float32) for s in scales)
-    multiplier = ((np.float32(sx.reshape(())) * sw.reshape(-1)).astype(np.float32) / np.float32(sy.reshape(()))).astype(np.float32)
+    sx, sw, *sy = (np.asarray(s, dtype=np.float32) for s in scales)
+    multiplier = (np.float32(sx.reshape(())) * sw.reshape(-1)).astype(np.float32)
+    if sy:
+        multiplier = (multiplier / np.float32(sy[0].reshape(()))).astype(np.float32)
     ndim = len(acc.ty.shape.values)
     shape = [1] * ndim
     if multiplier.size > 1:
@@ -385,6 +387,8 @@ def requantize(bb, acc, bias, x_scale, w_scale, y_scale, y_zp, channel_axis: int
         bias_shape[channel_axis] = -1
         acc = relax.op.add(acc, relax.op.reshape(bias, bias_shape))
     real = relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(multiplier.reshape(shape)))
+    if y_scale is None:
+        return real
     zero = _zero_point(y_zp, op, "y_zero_point")
     out_dtype = _dtype(y_zp) if y_zp is not None else "uint8"
     return relax.op.quantize(real, relax.const(1.0, "float32"), relax.const(zero, out_dtype), axis=channel_axis,

@@ -1,12 +1,17 @@
 """The fusions onnxruntime's graph optimizer makes, applied to a model before the TVM import.
 
-onnxruntime (level 2, "extended") fuses a QDQ group around an activation x activation MatMul
-into QLinearMatMul and one around Softmax into com.microsoft.QLinearSoftmax (a table of
-exponentials), Add + GELU into BiasGelu, Add + LayerNorm into SkipLayerNormalization,
-Transpose + MatMul into FusedMatMul. Each fused kernel rounds unlike the ops it replaces, so
-TVM must run the fused op wherever onnxruntime does. Which groups it fuses depends on details
-of its pattern rules (how many consumers a tensor has, which constants are exactly sqrt(2),
-...), so instead of re-implementing them this module asks onnxruntime:
+onnxruntime (level 2, "extended") fuses every int8 QDQ group it runs as an integer kernel:
+DQ -> Conv -> Q into QLinearConv, DQ -> MatMul -> Q into QLinearMatMul (weights and
+activation x activation products alike), DQ -> Gemm (-> Q) into com.microsoft.QGemm, and the
+group around Softmax into com.microsoft.QLinearSoftmax (a table of exponentials); on float
+tensors Add + GELU into BiasGelu, Add + LayerNorm into SkipLayerNormalization, Transpose +
+MatMul into FusedMatMul. Each fused kernel rounds unlike the ops it replaces (an integer
+product and one requantization instead of a float32 op on dequantized operands), so TVM must
+run the fused op wherever onnxruntime does, and only there: a group onnxruntime leaves as it
+is (say, a bias whose scale is not s_x s_w) stays float in both. Which groups it fuses depends
+on details of its pattern rules (zero points, scales, how many consumers a tensor has, which
+constants are exactly sqrt(2), ...), so instead of re-implementing them this module asks
+onnxruntime:
 
     optimized = onnxruntime's level-2 graph of `model`
     for each fused node F of optimized (FUSED op types):
@@ -15,8 +20,8 @@ of its pattern rules (how many consumers a tensor has, which constants are exact
 
 Only the fused nodes are taken over: onnxruntime's other rewrites (constant folding and
 deduplication in the shape subgraphs) would leave shapes that TVM's importer cannot follow, and
-do not change any value. Level 3 (NCHWc layouts of float convs) is left out: axmoe models
-have no float convs.
+do not change any value. Level 3 is left out: it changes layouts (NHWC integer convs, NCHWc
+float convs), not the ops.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ import onnx
 
 ORT_DOMAIN = "com.microsoft"
 #: (domain, op type) of the fused nodes taken over from onnxruntime's graph.
-FUSED = {("", "QLinearMatMul"), (ORT_DOMAIN, "QLinearSoftmax"), (ORT_DOMAIN, "BiasGelu"),
-         (ORT_DOMAIN, "SkipLayerNormalization"), (ORT_DOMAIN, "FusedMatMul")}
+FUSED = {("", "QLinearConv"), ("", "QLinearMatMul"), (ORT_DOMAIN, "QGemm"), (ORT_DOMAIN, "QLinearSoftmax"),
+         (ORT_DOMAIN, "BiasGelu"), (ORT_DOMAIN, "SkipLayerNormalization"), (ORT_DOMAIN, "FusedMatMul")}
 
 
 class FusionError(ValueError):

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.tvm.config import require_tvm
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted(Path(__file__).parent.glob("*.py"))
 
@@ -78,7 +80,7 @@ def compile_cached(path: Path, target="host", kernel: str = "auto", batch: int |
     model = load_onnx_bytes(path)
     resolved = build.resolve_target(target)
     library = cache_dir() / f"{cache_key(data, build.target_config(resolved), kernel, batch)}.so"
-    if library.exists() and build.sidecar(library).exists():
+    if library.exists() and sidecar(library).exists():
         return library
     library.parent.mkdir(parents=True, exist_ok=True)
     executable = build.compile_model(model, resolved, batch=batch, kernel=kernel)
@@ -87,7 +89,7 @@ def compile_cached(path: Path, target="host", kernel: str = "auto", batch: int |
         staged = Path(tmp) / library.name
         build.export(executable, staged, resolved,
                      {**build.signature(model, batch), "kernel": kernel, "source": path.name})
-        os.replace(build.sidecar(staged), build.sidecar(library))
+        os.replace(sidecar(staged), sidecar(library))
         os.replace(staged, library)
     return library
 
@@ -101,6 +103,7 @@ class Session:
     """
 
     def __init__(self, library: str | Path, threads: int | None = None):
+        require_tvm()
         import tvm
         from tvm import relax
 

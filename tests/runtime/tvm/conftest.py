@@ -6,15 +6,16 @@ a symbolic batch, through `runtime.tvm.session`'s cache (.cache/tvm, or $AXMOE_T
 rerun with unchanged sources and models loads the libraries instead of compiling them.
 """
 
+import importlib.util
 import logging
 
 import numpy as np
 import onnx
 import pytest
 
-pytest.importorskip("tvm")
+from axmoe_testing import DATA, calibration, require_tool, small_model
 
-from axmoe_testing import DATA, calibration, small_model  # noqa: E402
+require_tool(importlib.util.find_spec("tvm") is not None, "apache-tvm", "pip install -e '.[tvm]'")
 
 logging.getLogger().setLevel(logging.ERROR)
 

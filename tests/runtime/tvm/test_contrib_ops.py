@@ -1,10 +1,10 @@
 """runtime.tvm.contrib_ops: the onnxruntime contrib ops that its graph optimizer fuses into
 axmoe models, compiled by TVM, against onnxruntime's own kernels on one-node models.
 
-QLinearSoftmax is integer in, integer out: equal on every input (hypothesis draws the types,
-sizes, scales, zero points and axis). The float ones (BiasGelu, SkipLayerNormalization,
-FusedMatMul) follow onnxruntime's operation order but keep TVM's erf / sums: equal to a few
-float32 ulps."""
+QLinearSoftmax and QGemm are integer in, integer out: equal on every input (hypothesis draws
+the types, sizes, scales, zero points, axis / transposes, alpha, bias and output type). The
+float ones (BiasGelu, SkipLayerNormalization, FusedMatMul) follow onnxruntime's operation order
+but keep TVM's erf / sums: equal to a few float32 ulps."""
 
 import numpy as np
 import onnxruntime as ort
@@ -85,6 +85,58 @@ def test_softmax_table_is_onnxruntimes():
     assert table.dtype == np.float32 and table.shape == (256,)
     assert np.all(np.diff(table) < 0) and np.isfinite(table[0] * 17 * np.exp(np.float32(5)) * 0.999)
     assert np.allclose(table[1:] / table[:-1], np.exp(-0.1), rtol=1e-6)
+
+
+def qgemm(a: np.ndarray, b: np.ndarray, case: dict) -> bytes:
+    """One QGemm node: A the graph input, everything else initializers."""
+    dtype = a.dtype.type
+    n = b.shape[0] if case["trans_b"] else b.shape[1]
+    b_scale = np.linspace(0.002, 0.02, n, dtype=np.float32) if case["per_column"] else np.float32(0.01)
+    inits = [numpy_helper.from_array(np.array(case["a_scale"], np.float32), "as"),
+             numpy_helper.from_array(np.array(case["a_zp"], dtype), "az"),
+             numpy_helper.from_array(b, "b"),
+             numpy_helper.from_array(np.asarray(b_scale), "bs"),
+             numpy_helper.from_array(np.zeros(np.shape(b_scale), np.int8), "bz")]
+    names = ["x", "as", "az", "b", "bs", "bz", "", "", ""]
+    if case["bias"]:
+        rng = np.random.default_rng(case["seed"])
+        inits.append(numpy_helper.from_array(rng.integers(-5000, 5000, n).astype(np.int32), "c"))
+        names[6] = "c"
+    if case["quantized"]:
+        # |acc| ~ 73 * 73 * sqrt(K) on uniform operands: outputs of some tens of steps, so rounding is
+        # exercised, not only saturation
+        y_scale = case["y_spread"] * case["a_scale"] * 0.01 * 100 * np.sqrt(b.size / n)
+        inits += [numpy_helper.from_array(np.array(y_scale, np.float32), "ys"),
+                  numpy_helper.from_array(np.array(case["y_zp"], dtype), "yz")]
+        names[7:] = ["ys", "yz"]
+    node = helper.make_node("QGemm", names, ["y"], domain=MS, transB=int(case["trans_b"]), alpha=case["alpha"])
+    return one_node(node, a, inits, None if case["quantized"] else TensorProto.FLOAT)
+
+
+@st.composite
+def qgemm_cases(draw):
+    signed = draw(st.booleans())
+    return dict(signed=signed, m=draw(st.integers(1, 9)), k=draw(st.integers(1, 70)), n=draw(st.integers(1, 40)),
+                trans_b=draw(st.booleans()), per_column=draw(st.booleans()), bias=draw(st.booleans()),
+                quantized=draw(st.booleans()), alpha=draw(st.sampled_from([1.0, 0.3])),
+                a_scale=draw(st.floats(0.01, 0.2)), a_zp=0 if signed else draw(st.sampled_from([128, 3])),
+                y_spread=draw(st.floats(0.5, 2.0)), y_zp=draw(st.sampled_from([0, 5])) if signed else 128,
+                seed=draw(st.integers(0, 2**31 - 1)))
+
+
+@settings(max_examples=6, deadline=None)
+@given(case=qgemm_cases())
+def test_qgemm_equals_onnxruntime(case, tmp_path_factory):
+    rng = np.random.default_rng(case["seed"])
+    dtype = np.int8 if case["signed"] else np.uint8
+    info = np.iinfo(dtype)
+    a = rng.integers(info.min, info.max + 1, (case["m"], case["k"]), dtype=dtype)
+    shape = (case["n"], case["k"]) if case["trans_b"] else (case["k"], case["n"])
+    b = rng.integers(-127, 128, shape, dtype=np.int8)
+    model = qgemm(a, b, case)
+    got = run_tvm(model, tmp_path_factory.mktemp("qgemm"), a)
+    want = run_onnxruntime(model, a)
+    assert got.dtype == want.dtype and np.array_equal(got, want), f"{np.sum(got != want)} of {got.size} differ"
 
 
 FLOAT_CASES = {

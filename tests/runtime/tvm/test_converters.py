@@ -71,3 +71,26 @@ def test_unsupported_input_is_one_clear_error():
     model, _ = integer_op_model("ApproxConvInteger", x, w, np.uint8(3), None, constant=("w", "x_zp", "lut"), lut=lut("mul8s_1KVA"))
     with pytest.raises(ConversionError, match="zero point 128"):
         runtime.tvm.from_onnx(onnx.load_model_from_string(model))
+
+
+def test_kernel_form_is_the_imports_config():
+    # the importer hands its LoweringConfig to the axmoe converters, one import at a time: a
+    # decomposable LUT takes the dot product (with its compensation term) under "auto" and the
+    # table under "lut", whichever import came before
+    from runtime.tvm.config import LoweringConfig
+
+    x = np.zeros((1, 4, 5, 5), np.uint8)
+    w = np.ones((2, 4, 3, 3), np.int8)
+    model, _ = integer_op_model("ApproxConvInteger", x, w, np.uint8(128), None, constant=("w", "x_zp", "lut"),
+                                lut=lut("mul8s_1L2J"))
+    proto = onnx.load_model_from_string(model)
+
+    def functions(kernel):
+        return {gv.name_hint for gv in runtime.tvm.from_onnx(proto, kernel=kernel).functions}
+
+    for kernel in ("lut", "auto", "lut"):
+        assert ("axmoe_compensation" in functions(kernel)) == (kernel == "auto"), kernel
+    with pytest.raises(ValueError, match="kernel must be 'auto' or 'lut', got 'dot'"):
+        runtime.tvm.from_onnx(proto, kernel="dot")
+    with pytest.raises(AttributeError):
+        LoweringConfig().kernel = "lut"  # frozen: nothing changes a config during an import

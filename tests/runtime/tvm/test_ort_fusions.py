@@ -1,6 +1,7 @@
 """runtime.tvm.ort_fusions: onnxruntime's fused nodes put into the model, the rest kept.
 
-The model after `apply` has exactly the fused ops of onnxruntime's own optimized graph, still
+The model after `apply` has exactly the fused ops of onnxruntime's own optimized graph (the
+int8 QDQ groups it runs as integer kernels included, and none it leaves as float ops), still
 runs in onnxruntime with the same outputs, and a model with nothing to fuse comes back as it is."""
 
 import collections
@@ -11,7 +12,6 @@ import pytest
 
 from axmoe_testing import run_ort
 from runtime.tvm import ort_fusions
-from runtime.tvm.frontend import integer_form
 
 
 def fused_ops(model: onnx.ModelProto) -> collections.Counter:
@@ -21,7 +21,7 @@ def fused_ops(model: onnx.ModelProto) -> collections.Counter:
 
 @pytest.mark.parametrize("topology", ["hard", "soft"])
 def test_vit_gets_onnxruntimes_fusions(topology, rewritten, images):
-    model = integer_form(onnx.load(str(rewritten("vit_small", topology, "mul8s_1KVA", "lut"))))
+    model = onnx.load(str(rewritten("vit_small", topology, "mul8s_1KVA", "lut")))
     fused = ort_fusions.apply(model)
     want = fused_ops(ort_fusions.optimized_graph(model))
     assert fused_ops(fused) == want
@@ -31,8 +31,24 @@ def test_vit_gets_onnxruntimes_fusions(topology, rewritten, images):
     assert ort_fusions.apply(fused).graph.node == fused.graph.node  # nothing left to fuse
 
 
+@pytest.mark.parametrize("topology", ["dense", "hard"])
+def test_qdq_groups_become_onnxruntimes_integer_kernels(topology, int8_model, images):
+    model = int8_model("resnet20", topology)
+    fused = ort_fusions.apply(model)
+    optimized = ort_fusions.optimized_graph(model)
+    want = fused_ops(optimized)
+    assert fused_ops(fused) == want
+    assert want[("", "QLinearConv")] >= 19 and want[(ort_fusions.ORT_DOMAIN, "QGemm")] == 1
+    # a group onnxruntime leaves unfused (hard MoE expert convs whose bias scale is not
+    # s_x s_w) stays a float Conv here too
+    convs = [collections.Counter(n.op_type for n in g.node)["Conv"] for g in (fused.graph, optimized.graph)]
+    assert convs[0] == convs[1] and (convs[0] > 0) == (topology == "hard")
+    onnx.checker.check_model(fused)
+    assert np.array_equal(run_ort(fused, images[:8]), run_ort(model, images[:8]))
+
+
 def test_resnet_has_nothing_to_fuse(rewritten):
-    model = integer_form(onnx.load(str(rewritten("resnet20", "dense", "mul8s_1KVA", "lut"))))
+    model = onnx.load(str(rewritten("resnet20", "dense", "mul8s_1KVA", "lut")))  # every conv approximated
     assert ort_fusions.apply(model) is model
 
 
