@@ -17,16 +17,16 @@ x86 with onnxruntime (BENCHMARKS.md):
                                               custom op's masked-dot-product fast path is faster
     no exact decomposition (Mitchell, ...) -> lut
 
-Every candidate is reported: rewritten (multiplier, lowering, terms, MACs) or skipped with the
-reason; `--strict` turns any skip into an error. A rewrite whose worst case max|LUT| x K could
-overflow int32 is refused.
+Every candidate (every node a rule of `passes.rules` matches) is reported: rewritten
+(multiplier, lowering, terms, MACs) or skipped with the reason and its code
+(`passes.reasons`); `--strict` turns any skip into an error. A rewrite whose worst case
+max|LUT| x K could overflow int32 is refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +37,14 @@ import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
+from modelfile import metadata
+from modelfile.ops import DOMAIN, VERSION, register_schemas
 from multipliers import Multiplier
-from passes.candidates import IntegerOp, Skip, find_candidates
-from passes.lowering import (DOMAIN, Builder, MaskUnsupported, apply_masks_in_place,
-                             lower_decomposed_terms, lower_lut)
+from passes.candidates import IntegerOp
+from passes.lowering import MaskUnsupported
 from passes.plan import Assignment, Plan, PlanError, assign, load_plan, plan_from_dict
+from passes.reasons import Reason, Rejection, reject
+from passes.rules import Rule, find_candidates, mask_term
 
 INT32_LIMIT = 1 << 31
 
@@ -56,6 +59,7 @@ class NodeReport:
     op_type: str
     status: str  # rewritten | exact | skipped
     reason: str = ""
+    reason_code: str | None = None  # `Reason.code` of a skip
     multiplier: str | None = None
     lowering: str | None = None
     terms: int | None = None
@@ -90,17 +94,17 @@ class Report:
         return {"summary": self.summary(), "plan": self.plan, "nodes": [n.to_dict() for n in self.nodes]}
 
 
-def choose_lowering(op: IntegerOp, mult: Multiplier, requested: str) -> tuple[str | None, str]:
-    """(lowering, why) for `op`; lowering None means the op cannot take `requested`."""
+def choose_lowering(op: IntegerOp, mult: Multiplier, requested: str) -> tuple[str, str] | Rejection:
+    """(lowering, why) for `op`, or why the op cannot take the `requested` lowering."""
     dec = mult.decomposition
     if requested == "lut":
         return "lut", "requested"
-    single = dec.exact and dec.num_terms == 1 and dec.terms[0].coef == 1
+    single = mask_term(dec) is not None
     if requested == "decomposed":
         if not dec.exact:
-            return None, f"{mult.name} has no exact decomposition ({dec.reason}); use the lut lowering"
+            return reject(op.node, Reason.NO_EXACT_DECOMPOSITION, multiplier=mult.name, why=dec.reason)
         if not single and op.x_zero_point != 128:
-            return None, "decomposed correction terms need uint8 activations; use the lut lowering"
+            return reject(op.node, Reason.CORRECTION_TERMS_NEED_UINT8)
         return "decomposed", "requested"
     if single:
         return "decomposed", "auto: operand masks keep the fused int8 kernel"
@@ -119,20 +123,16 @@ def _macs_per_row(op: IntegerOp) -> int | None:
     return int(np.prod(dims)) * op.reduction
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", name)
-
-
 class ApproximationPass(InPlacePass):
     """Rewrites the approximable ops of a model under a `Plan` (see module docstring)."""
 
-    def __init__(self, plan: Plan, rewrite_exact: bool = False):
-        """rewrite_exact: rewrite ops assigned the exact multiplier too (into the integer form
-        with the exact LUT, same outputs) instead of leaving them unchanged; backends that do
-        not fuse QDQ groups into integer kernels need that form (`runtime.tvm`)."""
+    #: why an op the rules accept can still be left as it is, under a given plan
+    reasons = (Reason.INT32_OVERFLOW, Reason.NO_EXACT_DECOMPOSITION, Reason.CORRECTION_TERMS_NEED_UINT8,
+               Reason.INT8_MASK_NEEDS_BITWISE)
+
+    def __init__(self, plan: Plan):
         super().__init__()
         self.plan = plan
-        self.rewrite_exact = rewrite_exact
         self.report = Report(plan=plan.to_dict())
         self.assignment: dict[str, dict] = {}
 
@@ -140,21 +140,22 @@ class ApproximationPass(InPlacePass):
         graph = model.graph
         self.opset = model.opset_imports.get("", 1)
         found = find_candidates(graph)
-        ops = [c for c in found if isinstance(c, IntegerOp)]
+        ops = [c for _, c in found if isinstance(c, IntegerOp)]
         assignments = assign(self.plan, ops)
         modified = False
-        for cand in found:
-            if isinstance(cand, Skip):
-                self.report.nodes.append(NodeReport(cand.name, cand.node.op_type, "skipped", cand.reason))
+        for rule, cand in found:
+            if isinstance(cand, Rejection):
+                self.report.nodes.append(NodeReport(cand.name, cand.node.op_type, "skipped", reason=cand.message,
+                                                    reason_code=cand.code))
                 continue
-            modified |= self._rewrite(graph, cand, assignments[cand.name])
+            modified |= self._rewrite(graph, rule, cand, assignments[cand.name])
         if modified:
             if DOMAIN not in model.opset_imports:
-                model.opset_imports[DOMAIN] = 1
+                model.opset_imports[DOMAIN] = VERSION
             RemoveUnusedNodesPass()(model)
         return PassResult(model, modified)
 
-    def _rewrite(self, graph: ir.Graph, op: IntegerOp, assignment: Assignment) -> bool:
+    def _rewrite(self, graph: ir.Graph, rule: Rule, op: IntegerOp, assignment: Assignment) -> bool:
         mult = assignment.multiplier
         name = op.name  # before the rewrite renames anything
         entry = NodeReport(name, op.node.op_type, "", multiplier=mult.name, reduction=op.reduction,
@@ -163,64 +164,34 @@ class ApproximationPass(InPlacePass):
         self.assignment[name] = {"multiplier": mult.name, "rule": assignment.reason}
         lut = mult.lut if self.plan.operand_order == "xw" else np.ascontiguousarray(mult.lut.T)
         table = mult if self.plan.operand_order == "xw" else Multiplier(f"{mult.name}^T", lut, mult.kind)
-        if table.is_exact and not self.rewrite_exact:
+        if table.is_exact:
             entry.status, entry.lowering, entry.reason = "exact", "none", "exact multiplier: op unchanged"
             self.assignment[name]["lowering"] = "none"
             return False
         worst = int(np.abs(lut).max()) * op.reduction
         if worst >= INT32_LIMIT:
-            entry.status = "skipped"
-            entry.reason = f"int32 overflow risk: max|LUT| {int(np.abs(lut).max())} x K {op.reduction} >= 2^31"
-            return False
-        lowering, why = choose_lowering(op, table, assignment.lowering)
-        if lowering is None:
-            entry.status, entry.reason = "skipped", why
-            return False
-        builder = Builder(graph, f"axmoe/{_safe(name)}", bitwise=self.opset >= 18)
-        dec = table.decomposition
+            return self._skip(entry, reject(op.node, Reason.INT32_OVERFLOW, max_abs=int(np.abs(lut).max()),
+                                            reduction=op.reduction))
+        chosen = choose_lowering(op, table, assignment.lowering)
+        if isinstance(chosen, Rejection):
+            return self._skip(entry, chosen)
+        lowering, why = chosen
         try:
-            if lowering == "decomposed" and dec.num_terms == 1 and dec.terms[0].coef == 1:
-                apply_masks_in_place(builder, op, dec.terms[0])
-                graph.insert_before(op.node, builder.nodes)
-                entry.terms = 1
-            else:
-                if lowering == "lut":
-                    lut_value = builder.const(lut.astype(np.int32), name=f"axmoe_lut_{_safe(table.name)}")
-                    new_output = lower_lut(builder, op, lut_value)
-                    entry.terms = dec.num_terms if dec.exact else None
-                else:
-                    new_output = lower_decomposed_terms(builder, op, dec)
-                    entry.terms = dec.num_terms
-                graph.insert_before(op.node, builder.nodes)
-                self._replace_output(graph, op, new_output)
-        except MaskUnsupported as exc:
-            entry.status, entry.reason = "skipped", str(exc)
-            return False
+            entry.terms = rule.rewrite(graph, op, table, lowering, bitwise=self.opset >= 18)
+        except MaskUnsupported:
+            return self._skip(entry, reject(op.node, Reason.INT8_MASK_NEEDS_BITWISE))
         entry.status, entry.lowering, entry.reason = "rewritten", lowering, why
         self.assignment[name]["lowering"] = lowering
         return True
 
     @staticmethod
-    def _replace_output(graph: ir.Graph, op: IntegerOp, new: ir.Value) -> None:
-        old = op.output
-        was_output = old.is_graph_output()
-        old.replace_all_uses_with(new, replace_graph_outputs=True)
-        if was_output:  # the graph output keeps its name
-            name = old.name
-            old.name = name + "_replaced"
-            new.name = name
-        for node in [*op.removable, op.node]:
-            if node.graph is graph and not any(len(list(v.uses())) for v in node.outputs) \
-                    and not any(v.is_graph_output() for v in node.outputs):
-                graph.remove(node, safe=True)
+    def _skip(entry: NodeReport, rejection: Rejection) -> bool:
+        entry.status, entry.reason, entry.reason_code = "skipped", rejection.message, rejection.code
+        return False
 
 
-def approximate(model: onnx.ModelProto | str | Path, plan: Plan | dict,
-                rewrite_exact: bool = False) -> tuple[onnx.ModelProto, Report]:
-    """Rewrite `model` under `plan`; returns the new model and the report. `rewrite_exact`:
-    see `ApproximationPass`."""
-    from runtime.ops import register_schemas
-
+def approximate(model: onnx.ModelProto | str | Path, plan: Plan | dict) -> tuple[onnx.ModelProto, Report]:
+    """Rewrite `model` under `plan`; returns the new model and the report."""
     if isinstance(plan, dict):
         plan = plan_from_dict(plan)
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
@@ -229,16 +200,11 @@ def approximate(model: onnx.ModelProto | str | Path, plan: Plan | dict,
     except Exception:  # shapes only feed the MAC counts of the report
         pass
     ir_model = ir.from_proto(proto)
-    approx_pass = ApproximationPass(plan, rewrite_exact=rewrite_exact)
+    approx_pass = ApproximationPass(plan)
     approx_pass(ir_model)
     out = ir.to_proto(ir_model)
     out.ir_version = proto.ir_version
-    meta = {p.key: p.value for p in out.metadata_props}
-    meta["axmoe.plan"] = json.dumps(plan.to_dict(), sort_keys=True)
-    meta["axmoe.assignment"] = json.dumps(approx_pass.assignment, sort_keys=True)
-    del out.metadata_props[:]
-    for key, value in meta.items():
-        out.metadata_props.add(key=key, value=value)
+    metadata.write(out, {metadata.PLAN: plan.to_dict(), metadata.ASSIGNMENT: approx_pass.assignment})
     register_schemas()
     return out, approx_pass.report
 

@@ -29,6 +29,7 @@ from modelfile.ops import APPROX_CONV_INTEGER, APPROX_MATMUL_INTEGER, DOMAIN, VE
 from multipliers.decompose import Decomposition, Term
 from multipliers.lut import bit_runs, signed_mask
 from passes.candidates import IntegerOp
+from passes.reasons import Reason
 
 
 class Builder:
@@ -145,7 +146,7 @@ def mask_activation(b: Builder, op: IntegerOp, mask: int) -> ir.Value:
         return op.x
     if op.x_zero_point == 0:  # int8 storage holds a itself
         if not b.bitwise:
-            raise MaskUnsupported("masking int8 activations needs BitwiseAnd (opset 18)")
+            raise MaskUnsupported(Reason.INT8_MASK_NEEDS_BITWISE.message())
         return b.op("BitwiseAnd", [op.x, b.const(np.array(signed_mask(mask), np.int8), "mask")])
     masked = byte_field(b, op.x, mask, shift_down=False)
     if mask & 0x80:

@@ -8,6 +8,7 @@ import multipliers
 from modelfile import metadata
 from modelfile.naming import LUT_PREFIX
 from passes.approximate import approximate
+from passes.reasons import Reason
 
 from axmoe_testing import assignment, run_oracle, run_ort
 
@@ -74,7 +75,8 @@ def test_report_and_metadata(int8_resnet):
     data = report.to_dict()
     assert data["summary"]["candidates"] == 44
     (skipped,) = report.skipped  # the MoE router stays float
-    assert "float" in skipped.reason
+    assert "float" in skipped.reason and skipped.reason_code == Reason.FLOAT_ACTIVATION.code
+    assert data["nodes"][[n.node for n in report.nodes].index(skipped.node)]["reason_code"] == "float_activation"
     conv = next(n for n in data["nodes"] if n["op_type"] == "Conv")
     assert conv["multiplier"] == "mul8s_1KV9" and conv["terms"] == 4 and conv["reduction"] == 27
     assert conv["macs_per_row"] == 27 * 4 * 32 * 32
