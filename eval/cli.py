@@ -9,7 +9,7 @@ from typing import Sequence
 
 USAGE = ("usage: python -m eval run MODEL.onnx [--dataset NAME] [--backend ort|tvm] [--threads N] "
          "[--batch B] [--limit N] [--json OUT]\n"
-         "       python -m eval sweep CONFIG.yaml [--backend local|ray] [--workers N] [--address ADDR]")
+         "       python -m eval sweep CONFIG.yaml [--executor local|ray] [--workers N] [--address ADDR]")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,15 +49,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def USER_ERRORS() -> tuple[type[BaseException], ...]:  # noqa: N802 (a constant, computed lazily)
     from eval.backends import BackendError
     from eval.evaluate import EvaluationError
+    from modelfile.metadata import MetadataError
     from models.data import DatasetFormatError, DatasetNotFoundError
     from models.datasets import UnknownDatasetError
     from multipliers import UnknownMultiplierError
 
     errors: list[type[BaseException]] = [BackendError, EvaluationError, DatasetNotFoundError, DatasetFormatError,
-                                         UnknownDatasetError, UnknownMultiplierError]
+                                         UnknownDatasetError, UnknownMultiplierError, MetadataError]
     try:
+        from eval.executors import ExecutorError
         from eval.sweep_config import SweepConfigError
-        errors.append(SweepConfigError)
+        errors += [ExecutorError, SweepConfigError]
     except ImportError:
         pass
     return tuple(errors)

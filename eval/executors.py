@@ -52,7 +52,7 @@ class RayExecutor:
         try:
             import ray
         except ImportError:
-            raise ExecutorError("--backend ray needs Ray: pip install 'ray[default]>=2.9'") from None
+            raise ExecutorError("--executor ray needs Ray: pip install 'axmoe[ray]'") from None
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:
@@ -79,11 +79,12 @@ class RayExecutor:
             self.ray.shutdown()
 
 
-def make_executor(backend: str, workers: int, address: str | None = None) -> LocalExecutor | RayExecutor:
-    if backend == "local":
+def make_executor(name: str, workers: int, address: str | None = None) -> LocalExecutor | RayExecutor:
+    """The executor `name` (EXECUTORS) running `workers` jobs at once."""
+    if name == "local":
         if address:
-            raise ExecutorError("--address applies to --backend ray only")
+            raise ExecutorError("--address applies to --executor ray only")
         return LocalExecutor(workers)
-    if backend == "ray":
+    if name == "ray":
         return RayExecutor(workers, address)
-    raise ExecutorError(f"unknown backend {backend!r} (valid: {', '.join(EXECUTORS)})")
+    raise ExecutorError(f"unknown executor {name!r} (valid: {', '.join(EXECUTORS)})")

@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
+from eval import axes
+
 JOB_VERSION = 1  # bump when a job's recipe changes what it produces
 #: options that change how a job reports, not what it produces: left out of its hash
 UNHASHED = {"train": ("log_every", "eval_batch_size")}
@@ -31,16 +33,19 @@ RESULT = "result.json"
 FAILED = "failed.json"
 
 
-def model_spec(arch: str, topology: str, dataset: str, train: dict, export: dict) -> dict[str, Any]:
-    return {"kind": "model", "version": JOB_VERSION, "arch": arch, "topology": topology, "dataset": dataset,
+def model_spec(cell: dict[str, Any], dataset: str, train: dict, export: dict) -> dict[str, Any]:
+    """What a cell's model job produces from: its train and export axes (`eval.axes`) and options."""
+    return {"kind": "model", "version": JOB_VERSION, **axes.spec_of(cell, "model"), "dataset": dataset,
             "train": dict(train), "export": dict(export)}
 
 
-def cell_spec(model_hash: str, multiplier: str, retrained: bool, dataset: str, retrain: dict,
+def cell_spec(cell: dict[str, Any], model_hash: str, dataset: str, retrain: dict,
               evaluation: dict) -> dict[str, Any]:
-    spec = {"kind": "cell", "version": JOB_VERSION, "model": model_hash, "multiplier": multiplier,
-            "retrained": bool(retrained), "dataset": dataset, "eval": dict(evaluation)}
-    if retrained:
+    """What a cell job produces from: its model, its pass/retrain/eval axes and options (the
+    retrain options only when it is retrained)."""
+    spec = {"kind": "cell", "version": JOB_VERSION, "model": model_hash, **axes.spec_of(cell, "cell"),
+            "dataset": dataset, "eval": dict(evaluation)}
+    if cell["retrained"]:
         spec["retrain"] = dict(retrain)
     return spec
 
@@ -101,7 +106,8 @@ def run_model(spec: dict[str, Any], job_dir: Path, threads: int, inputs: dict[st
     train_dir = job_dir / "train"
     if not (train_dir / "metrics.json").is_file():
         argv = ["--arch", spec["arch"], "--topology", spec["topology"], "--dataset", spec["dataset"],
-                "--out", str(train_dir), "--no-progress", "--threads", str(threads), *to_argv("train", spec["train"])]
+                "--out", str(train_dir), "--no-progress", "--threads", str(threads),
+                *to_argv("train", {**spec["train"], **axes.options(spec, "train")})]
         if (train_dir / "checkpoint.pt").is_file():
             argv.append("--resume")
         print("python -m train " + " ".join(argv), flush=True)
@@ -110,7 +116,8 @@ def run_model(spec: dict[str, Any], job_dir: Path, threads: int, inputs: dict[st
     onnx_path = job_dir / "model.onnx"
     if not (job_dir / "export.json").is_file():
         argv = ["--checkpoint", str(train_dir), "--out", str(onnx_path), "--dataset", spec["dataset"],
-                "--json", str(job_dir / "export.json"), *to_argv("export", spec["export"])]
+                "--json", str(job_dir / "export.json"),
+                *to_argv("export", {**spec["export"], **axes.options(spec, "export")})]
         print("python -m export.to_onnx " + " ".join(argv), flush=True)
         args = to_onnx.create_args_parser().parse_args(argv)
         to_onnx.validate(args)
@@ -121,7 +128,8 @@ def run_model(spec: dict[str, Any], job_dir: Path, threads: int, inputs: dict[st
 
 
 def run_cell(spec: dict[str, Any], job_dir: Path, threads: int, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Rewrite (or retrain and rewrite) one model under one multiplier, then evaluate it."""
+    """Rewrite (or retrain and rewrite) one model under one multiplier, then evaluate it (on the
+    cell's backend)."""
     from eval import run_args
     from eval.run import run as evaluate
     from eval.sweep_config import to_argv
@@ -147,7 +155,7 @@ def run_cell(spec: dict[str, Any], job_dir: Path, threads: int, inputs: dict[str
         extra = {"before_top1": result["before_top1"], "after_top1": result["after_top1"],
                  "retrain_steps": result["steps"], "retrain_wall_s": result["wall_time_s"]}
     argv = [str(approx), "--dataset", spec["dataset"], "--json", str(job_dir / "eval.json"), "--no-progress",
-            "--threads", str(threads), *to_argv("eval", spec["eval"])]
+            "--threads", str(threads), *to_argv("eval", {**spec["eval"], **axes.options(spec, "eval")})]
     print("python -m eval run " + " ".join(argv), flush=True)
     args = run_args.create_args_parser().parse_args(argv)
     run_args.validate(args)

@@ -1,7 +1,8 @@
 """The report's PNG plots, drawn from the results table (`eval.report.rows`).
 
 - accuracy_vs_power.png: top-1 against normalised power, one curve per topology (retrained
-  dashed), one panel per architecture: the study's main picture.
+  dashed) and value of any other swept axis (`variants`, e.g. backend: dotted past the first),
+  one panel per architecture: the study's main picture.
 - accuracy_vs_multiplier.png: top-1 per multiplier, multipliers ordered by PDK45 power.
 - expert_load.png: share of routed rows per expert of every MoE layer, one bar per multiplier.
 """
@@ -30,10 +31,14 @@ def _ok(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in table if r.get("status") == "ok"]
 
 
-def _series(rows: list[dict[str, Any]]) -> dict[tuple[str, bool], list[dict[str, Any]]]:
-    out: dict[tuple[str, bool], list[dict[str, Any]]] = {}
+Series = tuple  # (topology, retrained, *values of the variant axes)
+
+
+def _series(rows: list[dict[str, Any]], variants: tuple[str, ...]) -> dict[Series, list[dict[str, Any]]]:
+    """Rows by curve: one per topology, retrained and value of each variant axis."""
+    out: dict[Series, list[dict[str, Any]]] = {}
     for r in rows:
-        out.setdefault((r["topology"], r["retrained"]), []).append(r)
+        out.setdefault((r["topology"], r["retrained"], *(r[v] for v in variants)), []).append(r)
     return out
 
 
@@ -41,13 +46,20 @@ def _color(topology: str) -> str:
     return TOPOLOGY_COLORS.get(topology, "#9467bd")
 
 
-def _label(topology: str, retrained: bool) -> str:
+def _label(topology: str, retrained: bool, *variant: Any) -> str:
     name = "dense" if topology == "dense" else f"{topology} MoE"
-    return f"{name}, retrained" if retrained else name
+    return ", ".join([name, *(["retrained"] if retrained else []), *(str(v) for v in variant)])
 
 
-def _style(ax, retrained: bool) -> dict[str, Any]:
-    return {"linestyle": "--" if retrained else "-", "markerfacecolor": "white" if retrained else None}
+def _style(series: Series, firsts: tuple) -> dict[str, Any]:
+    """Retrained dashed, hollow markers; a variant other than each axis' first value dotted."""
+    retrained, variant = series[1], series[2:]
+    linestyle = ":" if variant != firsts else "--" if retrained else "-"
+    return {"linestyle": linestyle, "markerfacecolor": "white" if retrained else None}
+
+
+def _firsts(rows: list[dict[str, Any]], variants: tuple[str, ...]) -> tuple:
+    return tuple(rows[0][v] for v in variants) if rows else ()
 
 
 def _axes(n: int, width: float, height: float):
@@ -114,21 +126,24 @@ def place_labels(ax, items: list[tuple[float, float, str, str]]) -> None:
         taken.append(best[2])
 
 
-def accuracy_vs_power(table: list[dict[str, Any]], path: Path, title: str) -> Path | None:
+def accuracy_vs_power(table: list[dict[str, Any]], path: Path, title: str,
+                      variants: tuple[str, ...] = ()) -> Path | None:
     rows = [r for r in _ok(table) if r.get("normalised_power") is not None]
     if not rows:
         return None
+    firsts = _firsts(rows, variants)
     archs = list(dict.fromkeys(r["arch"] for r in rows))
     fig, axes = _axes(len(archs), 6.8, 5.0)
     for ax, arch in zip(axes, archs):
         labels = []
-        for (topo, retrained), points in _series([r for r in rows if r["arch"] == arch]).items():
+        for series, points in _series([r for r in rows if r["arch"] == arch], variants).items():
+            topo, retrained = series[:2]
             xy = [(p["normalised_power"], 100 * p["top1"]) for p in points]
             front = pareto_front(xy)
-            style = _style(ax, retrained)
+            style = _style(series, firsts)
             ax.plot(*zip(*front), color=_color(topo), linewidth=1.6, linestyle=style["linestyle"],
                     marker=MARKERS.get(topo, "o"), markersize=6, markerfacecolor=style["markerfacecolor"],
-                    label=_label(topo, retrained))
+                    label=_label(*series))
             ax.scatter(*zip(*xy), marker=MARKERS.get(topo, "o"), s=34, zorder=3,
                        facecolors="white" if retrained else _color(topo), edgecolors=_color(topo))
             labels += [(x, y, _short(p["multiplier"]), _color(topo)) for (x, y), p in zip(xy, points)]
@@ -150,21 +165,24 @@ def accuracy_vs_power(table: list[dict[str, Any]], path: Path, title: str) -> Pa
     return path
 
 
-def accuracy_vs_multiplier(table: list[dict[str, Any]], path: Path, title: str) -> Path | None:
+def accuracy_vs_multiplier(table: list[dict[str, Any]], path: Path, title: str,
+                           variants: tuple[str, ...] = ()) -> Path | None:
     rows = _ok(table)
     if not rows:
         return None
+    firsts = _firsts(rows, variants)
     order = multiplier_order(rows)
     power = {r["multiplier"]: r.get("power_mW") for r in rows}
     archs = list(dict.fromkeys(r["arch"] for r in rows))
     fig, axes = _axes(len(archs), max(5.5, 0.75 * len(order) + 2.5), 4.6)
     for ax, arch in zip(axes, archs):
-        for (topo, retrained), points in _series([r for r in rows if r["arch"] == arch]).items():
+        for series, points in _series([r for r in rows if r["arch"] == arch], variants).items():
+            topo = series[0]
             by = {p["multiplier"]: p for p in points}
             x = [i for i, m in enumerate(order) if m in by]
             y = [100 * by[order[i]]["top1"] for i in x]
-            ax.plot(x, y, marker=MARKERS.get(topo, "o"), color=_color(topo), label=_label(topo, retrained),
-                    linewidth=1.6, markersize=5.5, **_style(ax, retrained))
+            ax.plot(x, y, marker=MARKERS.get(topo, "o"), color=_color(topo), label=_label(*series),
+                    linewidth=1.6, markersize=5.5, **_style(series, firsts))
         ax.set_xticks(range(len(order)))
         ax.set_xticklabels([f"{_short(m)}\n{power[m]:.3f} mW" if power[m] is not None else _short(m)
                             for m in order], fontsize=7.5)
@@ -180,18 +198,19 @@ def accuracy_vs_multiplier(table: list[dict[str, Any]], path: Path, title: str) 
     return path
 
 
-def expert_load(table: list[dict[str, Any]], path: Path, title: str) -> Path | None:
-    panels: dict[tuple[str, str, bool, str], list[dict[str, Any]]] = {}
+def expert_load(table: list[dict[str, Any]], path: Path, title: str, variants: tuple[str, ...] = ()) -> Path | None:
+    panels: dict[tuple, list[dict[str, Any]]] = {}  # (arch, *series, layer) -> rows
     for r in _ok(table):
         for layer in (r.get("expert_load") or {}):
-            panels.setdefault((r["arch"], r["topology"], r["retrained"], layer), []).append(r)
+            panels.setdefault((r["arch"], r["topology"], r["retrained"], *(r[v] for v in variants), layer),
+                              []).append(r)
     if not panels:
         return None
     n = len(panels)
     cols = min(n, 2)
     nrows = (n + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(8.4 * cols, 3.9 * nrows), squeeze=False)
-    for ax, ((arch, topo, retrained, layer), rows) in zip(axes.flat, panels.items()):
+    for ax, ((arch, topo, retrained, *variant, layer), rows) in zip(axes.flat, panels.items()):
         order = multiplier_order(rows)
         by = {r["multiplier"]: r for r in rows}
         experts = len(by[order[0]]["expert_load"][layer]["share"])
@@ -208,7 +227,8 @@ def expert_load(table: list[dict[str, Any]], path: Path, title: str) -> Path | N
         ax.set_xticklabels([f"expert {e}" for e in range(experts)])
         ax.set_ylabel("routed rows (%)")
         ax.set_ylim(0, 104)
-        ax.set_title(f"{arch} {topo} MoE, layer {layer}{', retrained' if retrained else ''}", fontsize=10)
+        ax.set_title(f"{arch} {topo} MoE, layer {layer}{', retrained' if retrained else ''}"
+                     + "".join(f", {v}" for v in variant), fontsize=10)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="multiplier",
                   title_fontsize=7.5, frameon=False)
@@ -221,12 +241,14 @@ def expert_load(table: list[dict[str, Any]], path: Path, title: str) -> Path | N
     return path
 
 
-def draw_all(table: list[dict[str, Any]], out: Path, title: str) -> dict[str, Path]:
-    """Draw every plot the table has data for; returns name -> PNG path."""
+def draw_all(table: list[dict[str, Any]], out: Path, title: str, variants: list[str] = ()) -> dict[str, Path]:
+    """Draw every plot the table has data for; returns name -> PNG path. `variants`: the rows'
+    columns of swept axes beyond topology and retrained (`eval.report.variants`)."""
     out.mkdir(parents=True, exist_ok=True)
+    variants = tuple(variants)
     drawn = {
-        "accuracy_vs_power": accuracy_vs_power(table, out / "accuracy_vs_power.png", title),
-        "accuracy_vs_multiplier": accuracy_vs_multiplier(table, out / "accuracy_vs_multiplier.png", title),
-        "expert_load": expert_load(table, out / "expert_load.png", title),
+        "accuracy_vs_power": accuracy_vs_power(table, out / "accuracy_vs_power.png", title, variants),
+        "accuracy_vs_multiplier": accuracy_vs_multiplier(table, out / "accuracy_vs_multiplier.png", title, variants),
+        "expert_load": expert_load(table, out / "expert_load.png", title, variants),
     }
     return {k: v for k, v in drawn.items() if v is not None}

@@ -23,6 +23,18 @@ import multipliers
 COLUMNS = ["arch", "topology", "multiplier", "power_mW", "relative_power", "retrained", "top1", "top5",
            "normalised_power", "active_mmacs_per_image", "dense_mmacs_per_image", "p50_ms", "p90_ms",
            "images_per_s", "fp32_top1", "before_top1", "max_expert_share", "status", "cell"]
+RUNTIMES = {"ort": "onnxruntime", "tvm": "TVM"}  # backend axis value -> what measured the latency
+
+
+def variants(config) -> list[str]:
+    """The swept axes the fixed COLUMNS lack (an axis left at its implicit value adds none):
+    each gets a column after "retrained" and splits the plots' curves."""
+    return [a.name for a in config.swept() if a.name not in COLUMNS]
+
+
+def columns(extra: list[str]) -> list[str]:
+    at = COLUMNS.index("retrained") + 1
+    return [*COLUMNS[:at], *extra, *COLUMNS[at:]]
 
 
 def short(name: str) -> str:
@@ -39,7 +51,8 @@ def _dense_reference(cells) -> dict[str, float]:
     return out
 
 
-def rows(models, cells) -> list[dict[str, Any]]:
+def rows(models, cells, extra: list[str] = ()) -> list[dict[str, Any]]:
+    """One row per cell job; `extra`: the `variants` axes, as columns after "retrained"."""
     reference = _dense_reference(cells)
     exact_power = multipliers.exact().power_mW
     out = []
@@ -51,7 +64,8 @@ def rows(models, cells) -> list[dict[str, Any]]:
             "arch": cell["arch"], "topology": cell["topology"], "multiplier": cell["multiplier"],
             "power_mW": mult.power_mW,
             "relative_power": mult.power_mW / exact_power if mult.power_mW is not None else None,
-            "retrained": bool(cell["retrained"]), "status": r.get("status", "not run"), "cell": job.hash,
+            "retrained": bool(cell["retrained"]), **{name: cell[name] for name in extra},
+            "status": r.get("status", "not run"), "cell": job.hash,
             "fp32_top1": model.get("fp32_top1"),
         }
         if r.get("status") == "ok":
@@ -85,32 +99,35 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def write_csv(path: Path, table: list[dict[str, Any]]) -> None:
+def write_csv(path: Path, table: list[dict[str, Any]], extra: list[str] = ()) -> None:
+    names = columns(list(extra))
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=names, extrasaction="ignore")
         writer.writeheader()
         for row in table:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in names})
 
 
-def markdown_table(table: list[dict[str, Any]]) -> str:
-    head = ["arch", "topology", "multiplier", "power mW", "retrained", "top-1", "top-5", "norm. power",
+def markdown_table(table: list[dict[str, Any]], extra: list[str] = ()) -> str:
+    head = ["arch", "topology", "multiplier", "power mW", "retrained", *extra, "top-1", "top-5", "norm. power",
             "MMAC/img", "p50 ms", "img/s", "max expert share"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table:
+        key = [r["arch"], r["topology"], short(r["multiplier"]), _fmt(r["power_mW"], 3), _fmt(r["retrained"]),
+               *(_fmt(r[name]) for name in extra)]
         if r["status"] != "ok":
-            lines.append(f"| {r['arch']} | {r['topology']} | {short(r['multiplier'])} | {_fmt(r['power_mW'], 3)} | "
-                         f"{_fmt(r['retrained'])} | {r['status']}: {r.get('error', '')} |" + " |" * 6)
+            lines.append("| " + " | ".join(key) + f" | {r['status']}: {r.get('error', '')} |" + " |" * 6)
             continue
         lines.append("| " + " | ".join([
-            r["arch"], r["topology"], short(r["multiplier"]), _fmt(r["power_mW"], 3), _fmt(r["retrained"]),
-            _fmt(r["top1"]), _fmt(r["top5"]), _fmt(r["normalised_power"], 3), _fmt(r["active_mmacs_per_image"], 2),
-            _fmt(r["p50_ms"], 2), _fmt(r["images_per_s"], 0), _fmt(r["max_expert_share"], 3)]) + " |")
+            *key, _fmt(r["top1"]), _fmt(r["top5"]), _fmt(r["normalised_power"], 3),
+            _fmt(r["active_mmacs_per_image"], 2), _fmt(r["p50_ms"], 2), _fmt(r["images_per_s"], 0),
+            _fmt(r["max_expert_share"], 3)]) + " |")
     return "\n".join(lines)
 
 
 def write_markdown(path: Path, config, table: list[dict[str, Any]], plots: dict[str, Path],
                    run_info: dict[str, Any], models) -> None:
+    extra = variants(config)
     ok = [r for r in table if r["status"] == "ok"]
     images = ok[0]["images"] if ok else 0
     train = ", ".join(f"{k}={v}" for k, v in config.train.items()) or "defaults"
@@ -124,6 +141,11 @@ def write_markdown(path: Path, config, table: list[dict[str, Any]], plots: dict[
         else:
             model_lines.append(f"- {job.label.removeprefix('model ')}: {r.get('status', 'not run')} "
                                f"{r.get('error', '')}")
+    swept = "; ".join([
+        f"archs {', '.join(config.axes['arch'])}", f"topologies {', '.join(config.axes['topology'])}",
+        f"{len(config.axes['multiplier'])} multipliers",
+        f"retrained {', '.join(_fmt(v) for v in config.axes['retrained'])}",
+        *(f"{name} {', '.join(_fmt(v) for v in config.axes[name])}" for name in extra)])
     captions = {
         "accuracy_vs_power": "Top-1 accuracy against normalised power (1 = the dense model with the exact "
                              "multiplier); every multiplier is a point, each topology's line its Pareto front "
@@ -137,9 +159,7 @@ def write_markdown(path: Path, config, table: list[dict[str, Any]], plots: dict[
         f"# {config.name}: approximate multipliers on dense and MoE models",
         "",
         f"{len(ok)} of {len(table)} cells evaluated on {images} {config.dataset} test images; "
-        f"archs {', '.join(config.archs)}; topologies {', '.join(config.topologies)}; "
-        f"{len(config.multipliers)} multipliers; retrained {', '.join(_fmt(v) for v in config.retrained)}. "
-        f"Training: {train}. Sweep backend {run_info['backend']}, {run_info['workers']} workers x "
+        f"{swept}. Training: {train}. Sweep executor {run_info['executor']}, {run_info['workers']} workers x "
         f"{run_info['threads']} thread(s); this run {run_info['wall_s']:.0f} s; written "
         f"{time.strftime('%Y-%m-%d %H:%M')}.",
         "",
@@ -152,11 +172,12 @@ def write_markdown(path: Path, config, table: list[dict[str, Any]], plots: dict[
     parts += [
         "## Results",
         "",
-        markdown_table(table),
+        markdown_table(table, extra),
         "",
         "Normalised power: sum over MAC layers of active MACs x P(multiplier) / P(exact), over the MACs of the "
         "dense model of the same architecture (DESIGN.md); active MACs follow the routing measured on these "
-        "images (router included, float router at the exact multiplier's power). Latency: onnxruntime, per batch, "
+        "images (router included, float router at the exact multiplier's power). Latency: "
+        f"{', '.join(RUNTIMES[b] for b in config.axes['backend'])}, per batch, "
         f"{run_info['threads']} thread(s), measured while {run_info['workers']} jobs ran at once, so it compares "
         "cells of this sweep rather than giving absolute numbers.",
         "",
@@ -172,10 +193,11 @@ def write_report(config, models, cells, run_info: dict[str, Any]) -> dict[str, A
     out = config.out
     report_dir = out / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
-    table = rows(models, cells)
-    write_csv(out / "results.csv", table)
+    extra = variants(config)
+    table = rows(models, cells, extra)
+    write_csv(out / "results.csv", table, extra)
     (out / "results.json").write_text(json.dumps(table, indent=2, default=str))
-    plots = draw_all(table, report_dir, title=config.name)
+    plots = draw_all(table, report_dir, title=config.name, variants=extra)
     write_markdown(report_dir / "report.md", config, table, plots, run_info, models)
     failed = sum(1 for r in table if r["status"] != "ok")
     return {"csv": out / "results.csv", "json": out / "results.json", "markdown": report_dir / "report.md",

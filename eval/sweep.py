@@ -1,10 +1,11 @@
 """`python -m eval sweep CONFIG.yaml`: `run(args)` plans the jobs, runs those not cached, and
 renders the report.
 
-Jobs form a two-level graph: one model job per (arch, topology) (train + export), and one
-cell job per (arch, topology, multiplier, retrained) that starts as soon as its model is
-ready. Cached jobs (their folder holds result.json) are not submitted, so a finished sweep
-starts no worker at all and only re-renders.
+Jobs form a two-level graph: one model job per value of the train/export axes (arch,
+topology: `eval.axes`), and one cell job per cell (those and the multiplier, retrained and
+backend axes) that starts as soon as its model is ready. Cached jobs (their folder holds
+result.json) are not submitted, so a finished sweep starts no worker at all and only
+re-renders.
 
     OUT/jobs/model-<hash>/, OUT/jobs/cell-<hash>/    (eval.jobs)
     OUT/sweep.yaml                                   the resolved config
@@ -18,12 +19,13 @@ import argparse
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from eval import axes
 from eval.jobs import cached, cell_spec, job_hash, model_spec, run_job
 from eval.sweep_config import SweepConfig, load_config
 
@@ -35,7 +37,7 @@ class Job:
     label: str
     needs: str | None = None                # hash of the model job a cell needs
     result: dict[str, Any] | None = None
-    cell: dict[str, Any] = field(default_factory=dict)  # arch/topology/multiplier/retrained
+    cell: dict[str, Any] = field(default_factory=dict)  # {axis name: value} (eval.axes)
 
     @property
     def hash(self) -> str:
@@ -48,13 +50,13 @@ def plan(config: SweepConfig) -> tuple[dict[str, Job], list[Job]]:
     models: dict[str, Job] = {}
     cells: list[Job] = []
     for cell in config.cells():
-        mspec = model_spec(cell["arch"], cell["topology"], config.dataset, config.train, config.export)
+        mspec = model_spec(cell, config.dataset, config.train, config.export)
         mhash = job_hash(mspec)
+        model_label = "/".join(axes.tags(cell, "model"))
         if mhash not in models:
-            models[mhash] = Job(mspec, jobs_dir / f"model-{mhash}", f"model {cell['arch']}/{cell['topology']}")
-        cspec = cell_spec(mhash, cell["multiplier"], cell["retrained"], config.dataset, config.retrain, config.eval)
-        label = (f"cell {cell['arch']}/{cell['topology']} {cell['multiplier']}"
-                 f"{' retrained' if cell['retrained'] else ''}")
+            models[mhash] = Job(mspec, jobs_dir / f"model-{mhash}", f"model {model_label}")
+        cspec = cell_spec(cell, mhash, config.dataset, config.retrain, config.eval)
+        label = " ".join(["cell", model_label, *axes.tags(cell, "cell")])
         cells.append(Job(cspec, jobs_dir / f"cell-{job_hash(cspec)}", label, needs=mhash, cell=cell))
     for job in [*models.values(), *cells]:
         job.result = cached(job.folder)
@@ -99,7 +101,7 @@ def progress(job: Job) -> str:
     return f"{name}: step {step}/{total}" if total else f"{name}: training"
 
 
-def execute(models: dict[str, Job], cells: list[Job], backend: str, workers: int, threads: int,
+def execute(models: dict[str, Job], cells: list[Job], executor_name: str, workers: int, threads: int,
             address: str | None) -> None:
     """Run every job without a result; cells start when their model is done."""
     from tqdm import tqdm
@@ -110,9 +112,9 @@ def execute(models: dict[str, Job], cells: list[Job], backend: str, workers: int
     pending_cells = [j for j in cells if j.result is None]
     if not pending_models and not pending_cells:
         return
-    executor = make_executor(backend, workers, address)
+    executor = make_executor(executor_name, workers, address)
     running: dict[Any, Job] = {}
-    bar = tqdm(total=len(pending_models) + len(pending_cells), desc=f"sweep ({backend}, {workers} workers)",
+    bar = tqdm(total=len(pending_models) + len(pending_cells), desc=f"sweep ({executor_name}, {workers} workers)",
                unit="job")
 
     def submit(job: Job, inputs: dict[str, Any]) -> None:
@@ -173,14 +175,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  {job.folder.name}  {state:7s}  {job.label}")
         return {"jobs": len(models) + len(cells), "to_run": len(todo)}
     config.out.mkdir(parents=True, exist_ok=True)
-    (config.out / "sweep.yaml").write_text(yaml.safe_dump(
-        {**asdict(config), "out": str(config.out)}, sort_keys=False))
+    (config.out / "sweep.yaml").write_text(yaml.safe_dump(config.resolved(), sort_keys=False))
     if not args.report_only:
         for job in todo:
             job.result = None  # failed jobs are tried again
         if todo:
-            execute(models, cells, args.backend, workers, threads, args.address)
-    report = write_report(config, models, cells, {"backend": args.backend, "workers": workers, "threads": threads,
+            execute(models, cells, args.executor, workers, threads, args.address)
+    report = write_report(config, models, cells, {"executor": args.executor, "workers": workers, "threads": threads,
                                                   "wall_s": round(time.time() - start, 1)})
     failed = [j for j in cells if not j.result or j.result.get("status") != "ok"]
     print(f"results: {report['csv']}  {report['json']}")

@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from eval.executors import EXECUTORS
+
+DEPRECATED_BACKEND = ("warning: eval sweep --backend is deprecated and will be removed in the next release: "
+                      "use --executor (a sweep's runtime, ort|tvm, is its config's backends: list)")
+
+
+class _DeprecatedExecutorAlias(argparse._StoreAction):
+    """--backend: stores into --executor's dest, after a one-line warning on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(DEPRECATED_BACKEND, file=sys.stderr)
+        super().__call__(parser, namespace, values, option_string)
 
 
 def create_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m eval sweep",
-        description="Run a study: every (arch, topology, multiplier, retrained) cell of a YAML config is "
+        description="Run a study: every cell (arch, topology, multiplier, retrained, backend) of a YAML config is "
                     "trained, exported, rewritten and evaluated through the commands' own code, cached per "
                     "cell by config hash (an interrupted sweep resumes; a finished one re-renders at once), "
                     "and summarised in results.csv/json and a report with plots.",
         epilog="example: python -m eval sweep configs/demo.yaml --workers 2")
     p.add_argument("config", type=Path, metavar="CONFIG.yaml", help="sweep definition (see eval.sweep_config)")
-    p.add_argument("--backend", choices=EXECUTORS, default="local",
-                   help="local: a process pool (default); ray: Ray tasks on a cluster (--address)")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="where jobs run: local, a process pool (default); ray, Ray tasks on a cluster (--address)")
+    p.add_argument("--backend", dest="executor", choices=EXECUTORS, action=_DeprecatedExecutorAlias,
+                   help="deprecated alias of --executor")
     p.add_argument("--workers", type=int, metavar="N",
                    help="jobs at once (default: the config's workers, else the number of cores)")
     p.add_argument("--threads", type=int, metavar="N",
@@ -36,5 +50,5 @@ def validate(args: argparse.Namespace) -> None:
     for flag, value in (("--workers", args.workers), ("--threads", args.threads)):
         if value is not None and value <= 0:
             raise SystemExit(f"error: {flag} must be positive, got {value}")
-    if args.address and args.backend != "ray":
-        raise SystemExit("error: --address needs --backend ray")
+    if args.address and args.executor != "ray":
+        raise SystemExit("error: --address needs --executor ray")

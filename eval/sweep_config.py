@@ -6,7 +6,8 @@
     archs: [resnet20]
     topologies: [dense, hard]
     multipliers: [axmoe8]               # names, presets (axmoe8, pareto-mae) or families
-    retrained: [no, yes]                # approximate-aware retraining (train.retrain)
+    retrained: [no, yes]                # approximate-aware retraining (train.retrain); default [no]
+    backends: [ort, tvm]                # what `eval run --backend` runs the cells on; default [ort]
     retrain_multipliers: [mul8s_1L2L]   # optional: only these get retrained cells
     workers: 2                          # default of --workers
     train:   {epochs: 1, model_opt: {width: 16}}   # `python -m train` options (dest names)
@@ -14,7 +15,7 @@
     retrain: {epochs: 0.2, lr: 0.01}               # train.retrain.retrain_approx options
     eval:    {limit: 2000, batch: 100}             # `python -m eval run` options
 
-The cross product archs x topologies x multipliers x retrained gives the cells. Option
+The axes (archs ... backends, declared in `eval.axes`) multiply into the cells. Option
 sections use the commands' own option names and are checked against their parsers, so a
 sweep and a command line can't drift apart. Every model is trained and exported once and
 shared by its cells.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,37 +33,20 @@ from typing import Any, Mapping
 
 import yaml
 
-import multipliers
+from eval import axes
+from eval.axes import SweepConfigError, as_list, parse_multipliers, suggest
 
-#: options the sweep sets itself, per command
-RESERVED = {
+__all__ = ["SweepConfig", "SweepConfigError", "check_options", "config_hash", "load_config", "to_argv"]
+
+#: options the sweep sets itself, per command: its own, and those an axis is passed as
+RESERVED = {command: own | {a.option for a in axes.AXES if a.stage == command and a.option} for command, own in {
     "train": {"arch", "topology", "dataset", "out", "resume", "config", "progress", "threads", "init_from"},
     "export": {"checkpoint", "out", "dataset", "json", "fp32_only", "arch", "topology"},
-    "eval": {"model", "dataset", "json", "progress", "backend"},
-}
+    "eval": {"model", "dataset", "json", "progress"},
+}.items()}
 RETRAIN_OPTIONS = {"epochs", "batch_size", "lr", "momentum", "weight_decay", "max_steps", "calib_samples", "seed"}
-TOP_KEYS = {"name", "out", "dataset", "archs", "topologies", "multipliers", "retrained", "retrain_multipliers",
-            "workers", "threads", "train", "export", "retrain", "eval"}
-
-
-class SweepConfigError(ValueError):
-    pass
-
-
-def _suggest(key: str, valid) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(key, list(valid), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _list(value: Any, key: str) -> list:
-    if value is None:
-        raise SweepConfigError(f"{key}: required")
-    values = value if isinstance(value, list) else [value]
-    if not values:
-        raise SweepConfigError(f"{key}: empty list")
-    return values
+SECTIONS = ("train", "export", "retrain", "eval")
+TOP_KEYS = {"name", "out", "dataset", *axes.YAML_KEYS, "retrain_multipliers", "workers", "threads", *SECTIONS}
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
@@ -83,13 +68,13 @@ def to_argv(command: str, options: Mapping[str, Any]) -> list[str]:
     for key, value in options.items():
         action = actions.get(key.replace("-", "_"))
         if action is None:
-            raise SweepConfigError(f"{command}: unknown option {key!r}{_suggest(key, actions)}")
+            raise SweepConfigError(f"{command}: unknown option {key!r}{suggest(key, actions)}")
         flag = action.option_strings[-1] if action.option_strings[-1].startswith("--") else action.option_strings[0]
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             if bool(value) != bool(action.default):
                 argv.append(flag)
         elif isinstance(action, argparse._AppendAction):
-            items = value.items() if isinstance(value, Mapping) else [(None, v) for v in _list(value, key)]
+            items = value.items() if isinstance(value, Mapping) else [(None, v) for v in as_list(value, key)]
             for k, v in items:
                 argv += [flag, f"{k}={json.dumps(v) if not isinstance(v, str) else v}" if k else str(v)]
         elif value is None:
@@ -114,20 +99,12 @@ def config_hash(spec: Mapping[str, Any]) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def _power_key(name: str) -> tuple[int, float]:
-    power = multipliers.get(name).power_mW
-    return (0, -power) if power is not None else (1, 0.0)
-
-
 @dataclass(frozen=True)
 class SweepConfig:
     name: str                                  # report title
     out: Path                                  # output folder
     dataset: str                               # data every stage uses
-    archs: tuple[str, ...]                     # architectures
-    topologies: tuple[str, ...]                # dense | hard | soft | cluster
-    multipliers: tuple[str, ...]               # canonical names, ordered by power (highest first)
-    retrained: tuple[bool, ...]                # False: as exported; True: retrained under the multiplier
+    axes: dict[str, tuple]                     # axis name -> its values, in eval.axes.AXES order
     retrain_multipliers: tuple[str, ...] | None = None  # retrained cells only for these (None: all)
     workers: int | None = None                 # default process-pool / Ray parallelism
     threads: int | None = None                 # threads per job (default: cores / workers)
@@ -137,16 +114,12 @@ class SweepConfig:
     eval: dict = field(default_factory=dict)   # python -m eval run options
 
     def check(self) -> None:
-        """Check archs, topologies and every option against the commands' parsers (this
-        imports torch and the model zoo, so a cached sweep that only re-renders skips it)."""
-        import models
-
-        for arch in self.archs:
-            if arch not in models.list_archs():
-                raise SweepConfigError(f"archs: unknown {arch!r}{_suggest(arch, models.list_archs())}")
-        for topo in self.topologies:
-            if topo not in models.list_topologies():
-                raise SweepConfigError(f"topologies: unknown {topo!r}{_suggest(topo, models.list_topologies())}")
+        """Check every axis and option against the model zoo, the commands' parsers and this
+        machine (this imports torch and the model zoo, so a cached sweep that only re-renders
+        skips it)."""
+        for axis in axes.AXES:
+            if axis.check is not None:
+                axis.check(self.axes[axis.name], axis.key)
         for command in ("train", "export", "eval"):
             check_options(command, getattr(self, command))
         unknown = set(self.retrain) - RETRAIN_OPTIONS
@@ -155,34 +128,29 @@ class SweepConfig:
                                    f"(valid: {', '.join(sorted(RETRAIN_OPTIONS))})")
 
     def cells(self) -> list[dict[str, Any]]:
-        """(arch, topology, multiplier, retrained) of every cell, in report order."""
+        """Every cell {axis name: value}, in report order: the product of the axes' values
+        (`eval.axes.nesting`), retrained cells only for `retrain_multipliers`."""
+        order = axes.nesting()
         out = []
-        for arch in self.archs:
-            for topo in self.topologies:
-                for retrained in self.retrained:
-                    for mult in self.multipliers:
-                        if retrained and self.retrain_multipliers is not None and mult not in self.retrain_multipliers:
-                            continue
-                        out.append({"arch": arch, "topology": topo, "multiplier": mult, "retrained": retrained})
+        for values in itertools.product(*(self.axes[a.name] for a in order)):
+            cell = dict(zip((a.name for a in order), values))
+            if cell["retrained"] and self.retrain_multipliers is not None and \
+                    cell["multiplier"] not in self.retrain_multipliers:
+                continue
+            out.append({a.name: cell[a.name] for a in axes.AXES})
         return out
 
+    def swept(self) -> tuple[axes.Axis, ...]:
+        """The axes this sweep names: all but those left at their implicit value."""
+        return tuple(a for a in axes.AXES if not a.is_implicit(self.axes[a.name]))
 
-def _resolve_multipliers(values: list, key: str) -> tuple[str, ...]:
-    try:
-        names = [m.name for m in multipliers.resolve_many([str(v) for v in values])]
-    except multipliers.UnknownMultiplierError as exc:
-        raise SweepConfigError(f"{key}: {exc}") from None
-    return tuple(sorted(dict.fromkeys(names), key=_power_key))
-
-
-def _bool(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("yes", "true", "on", "1"):
-        return True
-    if str(value).lower() in ("no", "false", "off", "0"):
-        return False
-    raise SweepConfigError(f"{key}: expected yes/no, got {value!r}")
+    def resolved(self) -> dict[str, Any]:
+        """The config as plain data (OUT/sweep.yaml): axes under their YAML keys."""
+        return {"name": self.name, "out": str(self.out), "dataset": self.dataset,
+                **{a.key: list(self.axes[a.name]) for a in self.swept()},
+                "retrain_multipliers": None if self.retrain_multipliers is None else list(self.retrain_multipliers),
+                "workers": self.workers, "threads": self.threads,
+                **{section: getattr(self, section) for section in SECTIONS}}
 
 
 def load_config(path: str | Path, out: str | Path | None = None, check: bool = True) -> SweepConfig:
@@ -199,10 +167,10 @@ def load_config(path: str | Path, out: str | Path | None = None, check: bool = T
     unknown = set(raw) - TOP_KEYS
     if unknown:
         key = sorted(unknown)[0]
-        raise SweepConfigError(f"{path}: unknown key {key!r}{_suggest(key, TOP_KEYS)}")
+        raise SweepConfigError(f"{path}: unknown key {key!r}{suggest(key, TOP_KEYS)}")
     name = str(raw.get("name") or path.stem)
     sections = {}
-    for section in ("train", "export", "retrain", "eval"):
+    for section in SECTIONS:
         value = raw.get(section) or {}
         if not isinstance(value, dict):
             raise SweepConfigError(f"{section}: expected a mapping of options")
@@ -212,12 +180,9 @@ def load_config(path: str | Path, out: str | Path | None = None, check: bool = T
         name=name,
         out=Path(out or raw.get("out") or Path("out") / name),
         dataset=str(raw.get("dataset", "fashion-mnist")),
-        archs=tuple(str(a) for a in _list(raw.get("archs"), "archs")),
-        topologies=tuple(str(t) for t in _list(raw.get("topologies"), "topologies")),
-        multipliers=_resolve_multipliers(_list(raw.get("multipliers"), "multipliers"), "multipliers"),
-        retrained=tuple(dict.fromkeys(_bool(v, "retrained") for v in _list(raw.get("retrained", [False]), "retrained"))),
+        axes={axis.name: axis.values(raw) for axis in axes.AXES},
         retrain_multipliers=None if retrain_mults is None else
-        _resolve_multipliers(_list(retrain_mults, "retrain_multipliers"), "retrain_multipliers"),
+        parse_multipliers(as_list(retrain_mults, "retrain_multipliers"), "retrain_multipliers"),
         workers=int(raw["workers"]) if raw.get("workers") else None,
         threads=int(raw["threads"]) if raw.get("threads") else None,
         **sections,
