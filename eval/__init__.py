@@ -5,7 +5,8 @@
 
 Modules: `evaluate` (the two passes of `eval run`), `graph` (MAC layers, MoE roles, row
 proxies), `macs` (active MACs and expert load from measured rows), `power` (normalised
-power), `latency`, `backends` (ort | tvm); `axes` (the sweep axes, each declared once), `sweep_config` (YAML -> cells), `jobs` (model and
+power), `latency`, `backends` (ort | tvm); `axes` (the sweep axes, each declared once), `sweep_config`
+(YAML -> cells), `jobs` (model and
 cell jobs in hash-named folders), `executors` (process pool | Ray), `sweep`, `report`,
 `plots`; `cli`, `run_args`, `sweep_args`, `run`.
 """

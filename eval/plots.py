@@ -18,8 +18,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-TOPOLOGY_COLORS = {"dense": "#333333", "hard": "#1f77b4", "soft": "#ff7f0e", "cluster": "#2ca02c"}
-MARKERS = {"dense": "s", "hard": "o", "soft": "^", "cluster": "D"}
 DPI = 130
 
 
@@ -43,7 +41,14 @@ def _series(rows: list[dict[str, Any]], variants: tuple[str, ...]) -> dict[Serie
 
 
 def _color(topology: str) -> str:
-    return TOPOLOGY_COLORS.get(topology, "#9467bd")
+    """The topology's plot colour (its `models.topology.TopologySpec`)."""
+    from models.topology import list_topologies, topology_spec
+    return topology_spec(topology).color if topology in list_topologies() else "#9467bd"
+
+
+def _marker(topology: str) -> str:
+    from models.topology import list_topologies, topology_spec
+    return topology_spec(topology).marker if topology in list_topologies() else "o"
 
 
 def _label(topology: str, retrained: bool, *variant: Any) -> str:
@@ -142,9 +147,9 @@ def accuracy_vs_power(table: list[dict[str, Any]], path: Path, title: str,
             front = pareto_front(xy)
             style = _style(series, firsts)
             ax.plot(*zip(*front), color=_color(topo), linewidth=1.6, linestyle=style["linestyle"],
-                    marker=MARKERS.get(topo, "o"), markersize=6, markerfacecolor=style["markerfacecolor"],
+                    marker=_marker(topo), markersize=6, markerfacecolor=style["markerfacecolor"],
                     label=_label(*series))
-            ax.scatter(*zip(*xy), marker=MARKERS.get(topo, "o"), s=34, zorder=3,
+            ax.scatter(*zip(*xy), marker=_marker(topo), s=34, zorder=3,
                        facecolors="white" if retrained else _color(topo), edgecolors=_color(topo))
             labels += [(x, y, _short(p["multiplier"]), _color(topo)) for (x, y), p in zip(xy, points)]
         ax.axvline(1.0, color="#999999", linewidth=0.8, linestyle=":")
@@ -181,7 +186,7 @@ def accuracy_vs_multiplier(table: list[dict[str, Any]], path: Path, title: str,
             by = {p["multiplier"]: p for p in points}
             x = [i for i, m in enumerate(order) if m in by]
             y = [100 * by[order[i]]["top1"] for i in x]
-            ax.plot(x, y, marker=MARKERS.get(topo, "o"), color=_color(topo), label=_label(*series),
+            ax.plot(x, y, marker=_marker(topo), color=_color(topo), label=_label(*series),
                     linewidth=1.6, markersize=5.5, **_style(series, firsts))
         ax.set_xticks(range(len(order)))
         ax.set_xticklabels([f"{_short(m)}\n{power[m]:.3f} mW" if power[m] is not None else _short(m)

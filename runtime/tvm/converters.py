@@ -247,7 +247,8 @@ def emit_matmul(bb, a, w, zero_point: int, product: Product, side, op: str):
     if product.kind == "dot" and _target_has_vnni():
         func = vnni.matmul(wp.ty.shape.values, kernels.ROWS)
         nb = int(wp.ty.shape.values[0])
-        acc = _emit_tir(bb, "axmoe_matmul_vnni", func, [xa, wp, side], [xa.ty.shape.values[0], nb, kernels.LANES], "int32")
+        acc = _emit_tir(bb, "axmoe_matmul_vnni", func, [xa, wp, side], [xa.ty.shape.values[0], nb, kernels.LANES],
+                        "int32")
     else:
         acc = _emit_kernel(bb, "matmul", lambda *t: kernels.matmul(*t, product), xa, wp, side)
     padded_rows, blocks, lanes = acc.ty.shape.values

@@ -76,7 +76,8 @@ def schedule(func: tirx.PrimFunc) -> tirx.PrimFunc:
         if _iterations(sch, loops) >= MIN_PARALLEL:
             attempt = sch.copy()
             try:
-                fused = attempt.fuse(*attempt.get_loops(block)[:len(outer)]) if len(outer) > 1 else attempt.get_loops(block)[0]
+                loops = attempt.get_loops(block)
+                fused = attempt.fuse(*loops[:len(outer)]) if len(outer) > 1 else loops[0]
                 attempt.parallel(fused)
                 sch = attempt
             except s_tir.ScheduleError:

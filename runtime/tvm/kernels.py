@@ -168,7 +168,8 @@ def conv_compensation(wp: te.Tensor, product: Product, zero_point: int) -> te.Te
                            ((t_count, "t"), (cb, "cb"), (kh, "kh"), (kw, "kw"), (ci, "ci")))
     return te.compute(
         (g, mb, lanes),
-        lambda gg, bm, mi: te.sum(_select(rt, [-z for z in zps], "int32") * wp[gg, bm, rt, rc, rh, rw, mi, rci].astype("int32"),
+        lambda gg, bm, mi: te.sum(_select(rt, [-z for z in zps], "int32")
+                                  * wp[gg, bm, rt, rc, rh, rw, mi, rci].astype("int32"),
                                   axis=[rt, rc, rh, rw, rci]),
         name="compensation")
 

@@ -110,7 +110,8 @@ class Session:
         library = Path(library)
         meta_path = sidecar(library)
         if not meta_path.is_file():
-            raise SessionError(f"{library}: no {meta_path.name} beside it (build it with python -m runtime.tvm compile)")
+            raise SessionError(f"{library}: no {meta_path.name} beside it "
+                               "(build it with python -m runtime.tvm compile)")
         self.meta = json.loads(meta_path.read_text())
         self.input = self.meta["input"]
         if threads is not None and threads < 1:

@@ -11,9 +11,9 @@ Kernels, loop nest (conv; matmul is the same with ROWS rows for OW_TILE pixels):
 
 On targets with AVX-512 VNNI the dot-product form does not come here: `vnni.py` writes that
 nest in TIR with `vpdpbusd` (u8 x s8 -> s32, 64 MACs per instruction). Here the micro-kernel
-is a 16-lane int32 vector loop that LLVM lowers for the target (NEON on aarch64). The LUT product form gathers lut[x, w[0:16]] in the
-same nest (CI = 1). AVX-512 without VNNI would need `vpmaddubsw`, which saturates in int16,
-so it is not used: the generic loop is exact everywhere.
+is a 16-lane int32 vector loop that LLVM lowers for the target (NEON on aarch64). The LUT
+product form gathers lut[x, w[0:16]] in the same nest (CI = 1). AVX-512 without VNNI would
+need `vpmaddubsw`, which saturates in int16, so it is not used: the generic loop is exact everywhere.
 """
 
 from __future__ import annotations

@@ -96,7 +96,8 @@ def test_cells_are_cached_and_resume(local_sweep, capsys):
     assert "0 jobs to run" in capsys.readouterr().out
     assert time.time() - start < 30  # only imports and plotting
     # an interrupted cell (no result.json) is the only job that runs again
-    cell = next(p for p in sorted((out / "jobs").glob("cell-*")) if "retrained: false" in p.joinpath("config.yaml").read_text())
+    cell = next(p for p in sorted((out / "jobs").glob("cell-*"))
+                if "retrained: false" in p.joinpath("config.yaml").read_text())
     (cell / "result.json").unlink()
     assert main(["sweep", str(config)]) == 0
     printed = capsys.readouterr().out
@@ -175,7 +176,8 @@ def test_tvm_backend_cells_equal_ort_cells(local_sweep, tmp_path):
     same accuracy and power from TVM (bit-exact integer paths)."""
     require_tool(importlib.util.find_spec("tvm") is not None, "apache-tvm", "pip install -e '.[tvm]'")
     _, out = local_sweep
-    model = next(p for p in sorted((out / "jobs").glob("model-*")) if "topology: dense" in (p / "config.yaml").read_text())
+    model = next(p for p in sorted((out / "jobs").glob("model-*"))
+                 if "topology: dense" in (p / "config.yaml").read_text())
     shutil.copytree(model, tmp_path / "out" / "jobs" / model.name)
     config = write_config(tmp_path, topologies=["dense"], multipliers=["mul8s_1L2L"], backends=["ort", "tvm"])
     assert main(["sweep", str(config), "--workers", "2", "--threads", "1"]) == 0

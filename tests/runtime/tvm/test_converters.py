@@ -41,7 +41,8 @@ def test_conv_matches_oracle(case, tmp_path_factory):
     x = rng.integers(0, 256, (case["n"], case["c"], *case["size"]), dtype=np.uint8)
     w = rng.integers(-127, 128, (case["m"], case["c"] // case["group"], *case["kernel"]), dtype=np.int8)
     table = lut(case["lut"])
-    model, feeds = integer_op_model("ApproxConvInteger", x, w, np.uint8(128), None, constant=("w", "x_zp", "lut"), lut=table,
+    model, feeds = integer_op_model("ApproxConvInteger", x, w, np.uint8(128), None, constant=("w", "x_zp", "lut"),
+                                    lut=table,
                                     group=case["group"], strides=case["strides"], dilations=case["dilations"],
                                     pads=case["pads"])
     got = run_tvm(model, tmp_path_factory.mktemp("conv"), feeds["x"], case["kernel_form"])
@@ -58,7 +59,8 @@ def test_matmul_matches_oracle(rows, k, n, lead, name, kernel_form, seed, tmp_pa
     a = rng.integers(0, 256, (*lead, rows, k), dtype=np.uint8)
     b = rng.integers(-127, 128, (k, n), dtype=np.int8)
     table = lut(name)
-    model, feeds = integer_op_model("ApproxMatMulInteger", a, b, np.uint8(128), None, constant=("w", "x_zp", "lut"), lut=table)
+    model, feeds = integer_op_model("ApproxMatMulInteger", a, b, np.uint8(128), None, constant=("w", "x_zp", "lut"),
+                                    lut=table)
     got = run_tvm(model, tmp_path_factory.mktemp("matmul"), feeds["x"], kernel_form)
     assert np.array_equal(got, lut_matmul(a.astype(np.int64) - 128, b, table))
 
@@ -68,7 +70,8 @@ def test_unsupported_input_is_one_clear_error():
 
     x = np.zeros((1, 4, 5, 5), np.uint8)
     w = np.zeros((2, 4, 3, 3), np.int8)
-    model, _ = integer_op_model("ApproxConvInteger", x, w, np.uint8(3), None, constant=("w", "x_zp", "lut"), lut=lut("mul8s_1KVA"))
+    model, _ = integer_op_model("ApproxConvInteger", x, w, np.uint8(3), None, constant=("w", "x_zp", "lut"),
+                                lut=lut("mul8s_1KVA"))
     with pytest.raises(ConversionError, match="zero point 128"):
         runtime.tvm.from_onnx(onnx.load_model_from_string(model))
 
