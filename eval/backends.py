@@ -16,8 +16,6 @@ from typing import Callable
 
 import numpy as np
 
-BACKENDS = ("ort", "tvm")
-
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
@@ -43,9 +41,12 @@ def tvm_runner(model: str | Path, input_name: str, threads: int | None) -> Runne
     return sess.run
 
 
+#: backend name -> runner factory (model, input name, threads); a new backend is one entry
+BACKENDS: dict[str, Callable[[str | Path, str, int | None], Runner]] = {"ort": ort_runner, "tvm": tvm_runner}
+
+
 def make_runner(backend: str, model: str | Path, input_name: str, threads: int | None) -> Runner:
-    if backend == "ort":
-        return ort_runner(model, input_name, threads)
-    if backend == "tvm":
-        return tvm_runner(model, input_name, threads)
-    raise BackendError(f"unknown backend {backend!r} (valid: {', '.join(BACKENDS)})")
+    factory = BACKENDS.get(backend)
+    if factory is None:
+        raise BackendError(f"unknown backend {backend!r} (valid: {', '.join(BACKENDS)})")
+    return factory(model, input_name, threads)

@@ -18,7 +18,7 @@ def create_args_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("--dataset", help="evaluation data (default: the model's axmoe.dataset metadata)")
     p.add_argument("--data-dir", type=Path, help="dataset root (default: $AXMOE_DATA_DIR or .cache/datasets)")
-    p.add_argument("--backend", choices=BACKENDS, default="ort", help="what runs the model (default: ort)")
+    p.add_argument("--backend", choices=list(BACKENDS), default="ort", help="what runs the model (default: ort)")
     p.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: all cores)")
     p.add_argument("--batch", type=int, default=64, metavar="B", help="images per run (default: 64)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N test images only")
