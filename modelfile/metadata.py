@@ -1,8 +1,8 @@
 """The `axmoe.*` metadata of a model file: every key, its type, and typed read/write.
 
 An ONNX model carries string key/value pairs (`ModelProto.metadata_props`). axmoe writes
-these keys (the exporter the first eight, the pass `plan` and `assignment`) and every
-package reads them through this module only:
+these keys (the exporter the first eight, the pass `plan`, `assignment` and
+`compensation`) and every package reads them through this module only:
 
     key                 type   written by   meaning
     axmoe.arch          str    export       architecture ("resnet20", ...)
@@ -17,6 +17,7 @@ package reads them through this module only:
     axmoe.quantization  str    export       quantization scheme
     axmoe.plan          json   passes       the plan the pass applied (dict)
     axmoe.assignment    json   passes       node -> {multiplier, lowering, ...} (dict)
+    axmoe.compensation  json   passes       error compensation: mode, calibration, per-node corrections
 
     meta = read(model)                      # {"arch": "resnet20", "experts": 4, ...}, typed
     get(model, ASSIGNMENT, {})              # one key, decoded, with a default
@@ -75,9 +76,10 @@ CALIBRATION = _str_key("calibration")
 QUANTIZATION = _str_key("quantization")
 PLAN = _json_key("plan")
 ASSIGNMENT = _json_key("assignment")
+COMPENSATION = _json_key("compensation")
 
 KEYS: tuple[Key, ...] = (ARCH, TOPOLOGY, NUM_CLASSES, EXPERTS, OPTIONS, DATASET, DATA, VERSION,
-                         CALIBRATION, QUANTIZATION, PLAN, ASSIGNMENT)
+                         CALIBRATION, QUANTIZATION, PLAN, ASSIGNMENT, COMPENSATION)
 _BY_NAME = {k.name: k for k in KEYS}
 
 

@@ -29,7 +29,8 @@ VALUES = {
 def test_the_stored_key_names_are_the_file_format():
     assert [k.name for k in metadata.KEYS] == [
         "axmoe.arch", "axmoe.topology", "axmoe.num_classes", "axmoe.experts", "axmoe.options", "axmoe.dataset",
-        "axmoe.data", "axmoe.version", "axmoe.calibration", "axmoe.quantization", "axmoe.plan", "axmoe.assignment"]
+        "axmoe.data", "axmoe.version", "axmoe.calibration", "axmoe.quantization", "axmoe.plan", "axmoe.assignment",
+        "axmoe.compensation"]
     assert [k.short for k in metadata.KEYS] == [k.name.removeprefix("axmoe.") for k in metadata.KEYS]
 
 
