@@ -21,6 +21,11 @@ Every candidate (every node a rule of `passes.rules` matches) is reported: rewri
 (multiplier, lowering, terms, MACs) or skipped with the reason and its code
 (`passes.reasons`); `--strict` turns any skip into an error. A rewrite whose worst case
 max|LUT| x K could overflow int32 is refused.
+
+`--compensate MODE` (or `compensate:` in a plan, per override too) first tunes the int8
+weights and biases of every op for the multiplier the plan gives it (`passes.compensate`,
+statistics of the exact model on `--calibration DATASET[:N]` images, default the model's own
+dataset, 512 train images): zero runtime cost, the rewrite is the same.
 """
 
 from __future__ import annotations
@@ -40,11 +45,12 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 from modelfile import metadata
 from modelfile.ops import DOMAIN, VERSION, register_schemas
 from multipliers import Multiplier
+from passes import model_io, validity
 from passes.candidates import IntegerOp
 from passes.lowering import MaskUnsupported
 from passes.plan import Assignment, Plan, PlanError, assign, load_plan, plan_from_dict
 from passes.reasons import Reason, Rejection, reject
-from passes.rules import Rule, find_candidates, mask_term
+from passes.rules import Rule, find_candidates, mask_term, subgraph_matches
 
 INT32_LIMIT = 1 << 31
 
@@ -75,6 +81,7 @@ class NodeReport:
 class Report:
     nodes: list[NodeReport] = field(default_factory=list)
     plan: dict = field(default_factory=dict)
+    compensation: dict | None = None  # `CompensationReport.to_dict()`, when the plan compensates
 
     @property
     def skipped(self) -> list[NodeReport]:
@@ -91,7 +98,18 @@ class Report:
         return {"candidates": len(self.nodes), **counts, "lowerings": lowerings}
 
     def to_dict(self) -> dict:
-        return {"summary": self.summary(), "plan": self.plan, "nodes": [n.to_dict() for n in self.nodes]}
+        out = {"summary": self.summary(), "plan": self.plan, "nodes": [n.to_dict() for n in self.nodes]}
+        if self.compensation is not None:
+            out["compensation"] = self.compensation
+        return out
+
+
+def product_table(mult: Multiplier, operand_order: str) -> Multiplier:
+    """`mult` as the table the rewrite (and compensation) index lut[a + 128, w + 128], a the
+    activation: the plan's operand_order "wx" (lut[weight, activation]) transposes it."""
+    if operand_order == "xw":
+        return mult
+    return Multiplier(f"{mult.name}^T", np.ascontiguousarray(mult.lut.T), mult.kind)
 
 
 def choose_lowering(op: IntegerOp, mult: Multiplier, requested: str) -> tuple[str, str] | Rejection:
@@ -103,8 +121,6 @@ def choose_lowering(op: IntegerOp, mult: Multiplier, requested: str) -> tuple[st
     if requested == "decomposed":
         if not dec.exact:
             return reject(op.node, Reason.NO_EXACT_DECOMPOSITION, multiplier=mult.name, why=dec.reason)
-        if not single and op.x_zero_point != 128:
-            return reject(op.node, Reason.CORRECTION_TERMS_NEED_UINT8)
         return "decomposed", "requested"
     if single:
         return "decomposed", "auto: operand masks keep the fused int8 kernel"
@@ -127,12 +143,13 @@ class ApproximationPass(InPlacePass):
     """Rewrites the approximable ops of a model under a `Plan` (see module docstring)."""
 
     #: why an op the rules accept can still be left as it is, under a given plan
-    reasons = (Reason.INT32_OVERFLOW, Reason.NO_EXACT_DECOMPOSITION, Reason.CORRECTION_TERMS_NEED_UINT8,
-               Reason.INT8_MASK_NEEDS_BITWISE)
+    reasons = (Reason.INT32_OVERFLOW, Reason.NO_EXACT_DECOMPOSITION, Reason.INT8_MASK_NEEDS_BITWISE,
+               Reason.IN_SUBGRAPH)
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, assignments: dict[str, Assignment] | None = None):
         super().__init__()
         self.plan = plan
+        self.assignments = assignments  # precomputed `assign` (compensation tuned for it), else computed here
         self.report = Report(plan=plan.to_dict())
         self.assignment: dict[str, dict] = {}
 
@@ -141,14 +158,26 @@ class ApproximationPass(InPlacePass):
         self.opset = model.opset_imports.get("", 1)
         found = find_candidates(graph)
         ops = [c for _, c in found if isinstance(c, IntegerOp)]
-        assignments = assign(self.plan, ops)
+        assignments = self.assignments if self.assignments is not None else assign(self.plan, ops)
+        missing = [op.name for op in ops if op.name not in assignments]
+        if missing:
+            raise ApproximationError(f"{missing[0]}: no multiplier assigned ({len(missing)} op(s) not in the assignment)")
         modified = False
         for rule, cand in found:
+            if isinstance(cand, IntegerOp):
+                # an earlier rewrite may have replaced the values this op was read from (its
+                # activation was that op's output): read the operands again from the graph as it is
+                cand = rule.check(cand.node)
             if isinstance(cand, Rejection):
                 self.report.nodes.append(NodeReport(cand.name, cand.node.op_type, "skipped", reason=cand.message,
                                                     reason_code=cand.code))
                 continue
             modified |= self._rewrite(graph, rule, cand, assignments[cand.name])
+        for _, node, owner, attribute in subgraph_matches(graph):  # If / Loop bodies are left alone
+            left = reject(node, Reason.IN_SUBGRAPH, attribute=attribute, owner_type=owner.op_type,
+                          owner=owner.name or owner.outputs[0].name)
+            self.report.nodes.append(NodeReport(left.name, node.op_type, "skipped", reason=left.message,
+                                                reason_code=left.code))
         if modified:
             if DOMAIN not in model.opset_imports:
                 model.opset_imports[DOMAIN] = VERSION
@@ -162,8 +191,8 @@ class ApproximationPass(InPlacePass):
                            macs_per_row=_macs_per_row(op), rule=assignment.reason)
         self.report.nodes.append(entry)
         self.assignment[name] = {"multiplier": mult.name, "rule": assignment.reason}
-        lut = mult.lut if self.plan.operand_order == "xw" else np.ascontiguousarray(mult.lut.T)
-        table = mult if self.plan.operand_order == "xw" else Multiplier(f"{mult.name}^T", lut, mult.kind)
+        table = product_table(mult, self.plan.operand_order)
+        lut = table.lut
         if table.is_exact:
             entry.status, entry.lowering, entry.reason = "exact", "none", "exact multiplier: op unchanged"
             self.assignment[name]["lowering"] = "none"
@@ -190,26 +219,97 @@ class ApproximationPass(InPlacePass):
         return False
 
 
-def approximate(model: onnx.ModelProto | str | Path, plan: Plan | dict) -> tuple[onnx.ModelProto, Report]:
-    """Rewrite `model` under `plan`; returns the new model and the report."""
+def approximate(model: onnx.ModelProto | str | Path, plan: Plan | dict,
+                calibration=None) -> tuple[onnx.ModelProto, Report]:
+    """Rewrite `model` under `plan`; returns the new model and the report.
+
+    A plan that compensates (`Plan.compensates`) first tunes the model's int8 weights and
+    biases for the multiplier `assign` gives each op (`passes.compensate`), and the rewrite
+    then uses that very assignment. The statistics come from `calibration`: an
+    `ActivationStats`, preprocessed images (N, C, S, S), a "DATASET[:N]" spec or None (the
+    model's own dataset, `passes.calibration.DEFAULT_IMAGES` train images); none are needed
+    when every op to compensate is exact. An op the pass then leaves as it is (a skip) is
+    compensated for nothing, so it is left uncompensated too. Raises CompensationError (one
+    line) for unusable calibration data.
+    """
     if isinstance(plan, dict):
         plan = plan_from_dict(plan)
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    source = model if isinstance(model, onnx.ModelProto) else model_io.load(model)
+    if not plan.compensates():
+        ir_model, approx_pass = _run_pass(source, plan)
+    else:
+        stats, leave = None, {}
+        while True:
+            compensated, compensation, assignments, stats = _compensate(source, plan, calibration, stats, leave)
+            ir_model, approx_pass = _run_pass(compensated, plan, assignments)
+            skipped = {n.node: n for n in approx_pass.report.nodes if n.status == "skipped"}
+            undo = {c.node: skipped[c.node].reason for c in compensation.nodes
+                    if c.status == "compensated" and c.node in skipped}
+            if not undo:
+                break
+            leave.update(undo)
+        approx_pass.report.compensation = compensation.to_dict()
+        for entry in compensation.nodes:
+            if entry.status == "compensated":
+                approx_pass.assignment[entry.node]["compensate"] = entry.mode or compensation.mode
+    out = ir.to_proto(ir_model)
+    out.ir_version = source.ir_version
+    metadata.write(out, {metadata.PLAN: plan.to_dict(), metadata.ASSIGNMENT: approx_pass.assignment})
+    register_schemas()
+    try:  # the post-condition: the pass never hands back an invalid model
+        validity.check(out, source)
+    except validity.InvalidModelError as exc:
+        raise ApproximationError(f"the rewritten model is invalid, so it is not written: {exc}") from None
+    return out, approx_pass.report
+
+
+def _run_pass(proto: onnx.ModelProto, plan: Plan, assignments: dict[str, Assignment] | None = None
+              ) -> tuple[ir.Model, ApproximationPass]:
     try:
         proto = onnx.shape_inference.infer_shapes(proto)
     except Exception:  # shapes only feed the MAC counts of the report
         pass
     ir_model = ir.from_proto(proto)
-    approx_pass = ApproximationPass(plan)
+    approx_pass = ApproximationPass(plan, assignments)
     approx_pass(ir_model)
-    out = ir.to_proto(ir_model)
-    out.ir_version = proto.ir_version
-    metadata.write(out, {metadata.PLAN: plan.to_dict(), metadata.ASSIGNMENT: approx_pass.assignment})
-    register_schemas()
-    return out, approx_pass.report
+    return ir_model, approx_pass
+
+
+def _compensate(proto: onnx.ModelProto, plan: Plan, calibration, stats, leave: dict[str, str]):
+    """(compensated model, its CompensationReport, the assignment it is tuned for, the
+    statistics) of `approximate`; the ops in `leave` (name -> why) are not compensated.
+    `stats`: those of an earlier call (collected once), or None."""
+    from passes import calibration as calib
+    from passes.compensate import compensate
+
+    ops = [c for _, c in find_candidates(ir.from_proto(proto).graph) if isinstance(c, IntegerOp)]
+    assignments = assign(plan, ops)  # the pass rewrites with these (ApproximationPass(plan, assignments))
+    tables = {name: product_table(a.multiplier, plan.operand_order) for name, a in assignments.items()}
+    modes = {name: "none" if name in leave else a.compensate for name, a in assignments.items()}
+    if stats is None and any(modes[name] != "none" and not tables[name].is_exact for name in modes):
+        stats = calibration if isinstance(calibration, calib.ActivationStats) else calib.statistics(proto, calibration)
+    out, report = compensate(proto, tables, stats, plan.compensate,
+                             modes={name: mode for name, mode in modes.items() if mode != plan.compensate})
+    for entry in report.nodes:
+        if entry.node in leave:
+            entry.status, entry.reason = "skipped", f"the pass leaves it as it is: {leave[entry.node]}"
+    return out, report, assignments, stats
 
 
 # ----------------------------------------------------------------------------------- CLI
+#: skip reasons meaning the op is not an 8-bit integer product at all
+NOT_INT8 = (Reason.FLOAT_ACTIVATION, Reason.FLOAT_WEIGHT, Reason.ACTIVATION_NOT_8BIT)
+#: skip reasons of one lowering: the lowering that cannot carry the op, and what can
+LOWERING_REFUSALS = {
+    Reason.NO_EXACT_DECOMPOSITION: ("decomposed", "use --lowering lut or auto"),
+    Reason.INT8_MASK_NEEDS_BITWISE: ("decomposed", "use --lowering lut, or convert the model to opset 18"),
+}
+#: skip reasons of the pass itself that no other lowering would avoid
+NO_LOWERING_CAN = (Reason.INT32_OVERFLOW, Reason.IN_SUBGRAPH)
+#: skipped nodes listed one by one on stdout (the --report JSON lists every node)
+LISTED_SKIPS = 20
+
+
 def create_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m passes.approximate",
@@ -228,6 +328,92 @@ def create_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _code(node: NodeReport) -> Reason | None:
+    return next((r for r in Reason if r.code == node.reason_code), None)
+
+
+def explain_skips(report: Report, lowering: str | None = None) -> list[str]:
+    """One line per kind of skip: how many ops, why, and what would rewrite them (the lowering
+    that can, when only the requested one cannot); `lowering` is the --lowering asked for."""
+    groups: dict[tuple, int] = {}
+    for node in report.skipped:
+        reason, why = _code(node), node.reason.split("; ")[0]  # the reason without its own advice
+        if reason in LOWERING_REFUSALS:
+            why = why.split(" (")[0]  # short: the node lines and the report carry the particulars
+        groups[reason, why] = groups.get((reason, why), 0) + 1
+    lines = []
+    for (reason, why), n in groups.items():
+        if reason in LOWERING_REFUSALS:
+            refused, fix = LOWERING_REFUSALS[reason]
+            label = f"--lowering {lowering}" if lowering == refused else f"the {refused} lowering"
+            lines.append(f"{label}: {n} op(s) cannot take it ({why}): {fix}")
+        elif reason in NOT_INT8:
+            lines.append(f"{n} op(s) are not int8 products ({why}): left as they are")
+        elif reason is Reason.INT32_OVERFLOW:
+            lines.append(f"{n} op(s) cannot take this multiplier in any lowering ({why}): keep them exact "
+                         f"(keep_exact in a plan) or choose a multiplier with smaller products")
+        else:
+            lines.append(f"{n} op(s) no lowering rewrites ({why}): left as they are")
+    return lines
+
+
+def _print_skips(report: Report, lowering: str | None) -> None:
+    for node in report.skipped[:LISTED_SKIPS]:
+        print(f"  skipped {node.node}: {node.reason}")
+    if len(report.skipped) > LISTED_SKIPS:
+        print(f"  ... {len(report.skipped) - LISTED_SKIPS} more skipped (--report REPORT.json lists every node)")
+    for line in explain_skips(report, lowering):
+        print(f"  {line}")
+
+
+def _float_dtypes(model: onnx.ModelProto, names: set[str]) -> list[str]:
+    """The float element types the nodes `names` compute in (from shape inference; best effort)."""
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # the types only enrich an error message
+        pass
+    g = model.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*g.input, *g.value_info, *g.output)}
+    types.update({t.name: t.data_type for t in g.initializer})
+    found = set()
+    for node in g.node:
+        if (node.name or node.output[0]) in names:
+            for name in node.input[:2]:
+                if types.get(name):
+                    dtype = onnx.TensorProto.DataType.Name(types[name]).lower()
+                    found.add({"float": "float32", "double": "float64"}.get(dtype, dtype))
+    return sorted(found)
+
+
+def _refuse(src: Path, model: onnx.ModelProto, report: Report, lowering: str | None) -> ApproximationError:
+    """The error for a model none of whose candidates was rewritten."""
+    not_int8 = [n for n in report.skipped if _code(n) in NOT_INT8]
+    if len(not_int8) == len(report.nodes):
+        floats = {n.node for n in not_int8 if _code(n) in (Reason.FLOAT_ACTIVATION, Reason.FLOAT_WEIGHT)}
+        dtypes = _float_dtypes(model, floats) if floats else []
+        where = f" in {'/'.join(dtypes)}" if dtypes else ""
+        first = not_int8[0]
+        return ApproximationError(f"{src}: not a quantized model: no int8 Conv/Gemm/MatMul, {len(not_int8)} op(s)"
+                                  f"{where} ({first.node}: {first.reason}); quantize it first, e.g. with "
+                                  f"onnxruntime.quantization.quantize_static")
+    int8 = Report([n for n in report.skipped if _code(n) not in NOT_INT8])
+    print(f"{src}: {len(int8.nodes)} int8 op(s), none rewritten:")
+    _print_skips(report, lowering)
+    return ApproximationError(f"{src}: none of its {len(int8.nodes)} int8 Conv/Gemm/MatMul can be rewritten: "
+                              + "; ".join(explain_skips(int8, lowering)))
+
+
+def _write_report(args, report: Report) -> None:
+    if not args.report:
+        return
+    path = Path(args.report)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report.to_dict(), indent=2))
+    except OSError as exc:
+        raise ApproximationError(f"{path}: cannot write the report: {exc.strerror or exc}") from None
+
+
 def run(args) -> Report:
     if args.plan:
         plan_dict = dict(load_plan(args.plan).source)
@@ -237,32 +423,23 @@ def run(args) -> Report:
         plan_dict["lowering"] = args.lowering
     plan = plan_from_dict(plan_dict)
     src = Path(args.input)
-    if not src.is_file():
-        raise ApproximationError(f"{src}: no such file")
-    try:
-        model = onnx.load(str(src))
-    except Exception:
-        raise ApproximationError(f"{src}: not an ONNX model") from None
+    model = model_io.load(src)
     out, report = approximate(model, plan)
-    rewritten = [n for n in report.nodes if n.status in ("rewritten", "exact")]
     if not report.nodes:
         raise ApproximationError(f"{src}: no Conv/Gemm/MatMul found")
-    if not rewritten:
-        raise ApproximationError(f"{src}: not a quantized model: no int8 Conv/Gemm/MatMul "
-                                 f"({report.nodes[0].node}: {report.nodes[0].reason})")
+    _write_report(args, report)  # the node-by-node account, refusals included
+    if not any(n.status in ("rewritten", "exact") for n in report.nodes):
+        raise _refuse(src, model, report, args.lowering)
     if args.strict and report.skipped:
+        _print_skips(report, args.lowering)
         first = report.skipped[0]
         raise ApproximationError(f"--strict: {len(report.skipped)} op(s) skipped, e.g. {first.node}: {first.reason}")
-    if args.report:
-        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2))
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(out, str(args.output))
+    model_io.save(out, args.output)
     summary = report.summary()
     print(f"{args.output}: {summary.get('rewritten', 0)} rewritten "
           f"({', '.join(f'{k} {v}' for k, v in summary['lowerings'].items()) or 'none'}), "
           f"{summary.get('exact', 0)} kept exact, {summary.get('skipped', 0)} skipped")
-    for node in report.skipped[:10]:
-        print(f"  skipped {node.node}: {node.reason}")
+    _print_skips(report, args.lowering)
     return report
 
 
@@ -270,7 +447,7 @@ def main(argv=None) -> int:
     args = create_args_parser().parse_args(argv)
     try:
         run(args)
-    except (ApproximationError, PlanError) as exc:
+    except (ApproximationError, PlanError, model_io.ModelFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

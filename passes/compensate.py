@@ -177,6 +177,7 @@ class NodeCompensation:
     node: str
     status: str  # compensated | unchanged | exact | skipped
     multiplier: str | None = None
+    mode: str | None = None  # the node's mode, where it is not the report's
     reason: str = ""
     weights_changed: int = 0
     bias: list[int] | None = None  # c_o subtracted from the int32 bias, per output channel
@@ -211,7 +212,7 @@ class _Editor:
         while name in self.graph.initializers:
             i += 1
             name = f"{base}_compensated_{i}"
-        tensor = ir.tensor(np.ascontiguousarray(array), name=name)
+        tensor = ir.tensor(np.array(array, order="C"), name=name)
         value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype),
                          const_value=tensor)
         self.graph.register_initializer(value)
@@ -227,6 +228,8 @@ class _Editor:
         """y -> Add(y, addend) for every consumer of the op's output; addend built by the
         (op_type, inputs, attributes) chain (the last one's output is added)."""
         node, old = op.node, op.node.outputs[0]
+        if not node.name:  # the op is known by its output's name, which may move to the Add below
+            node.name = old.name
         uses = [(u.node, u.idx) if hasattr(u, "node") else (u[0], u[1]) for u in old.uses()]
         anchor, value = node, None
         for i, (op_type, inputs, attributes) in enumerate(addend_nodes):
@@ -332,16 +335,22 @@ def uniform_assignment(model: onnx.ModelProto, multiplier: Multiplier | str) -> 
     return {c.name: mult for _, c in find_candidates(graph) if isinstance(c, IntegerOp)}
 
 
-def compensate(model: onnx.ModelProto, assignment: dict, stats: ActivationStats, mode: str,
-               calibration: dict | None = None) -> tuple[onnx.ModelProto, CompensationReport]:
+def compensate(model: onnx.ModelProto, assignment: dict, stats: ActivationStats | None, mode: str,
+               calibration: dict | None = None, modes: dict[str, str] | None = None
+               ) -> tuple[onnx.ModelProto, CompensationReport]:
     """The compensated int8 model and the report (module docstring).
 
     assignment: node name -> Multiplier (or a name `multipliers.get` resolves); nodes it does
-    not name stay as they are. stats: from `passes.calibration.collect` on this model.
+    not name stay as they are. stats: from `passes.calibration.collect` on this model (None
+    only when nothing is to be compensated). modes: node name -> mode for the nodes whose
+    mode is not `mode` (a plan's overrides).
     """
-    tune, bias = parse_mode(mode)
-    report = CompensationReport(mode, dict(calibration if calibration is not None else stats.source))
-    if mode == "none":
+    modes = dict(modes or {})
+    for node_mode in (mode, *modes.values()):
+        parse_mode(node_mode)
+    source = calibration if calibration is not None else (stats.source if stats is not None else {})
+    report = CompensationReport(mode, dict(source))
+    if all(modes.get(name, mode) == "none" for name in assignment):
         return model, report
     ir_model = ir.from_proto(model)
     editor = _Editor(ir_model.graph)
@@ -349,12 +358,18 @@ def compensate(model: onnx.ModelProto, assignment: dict, stats: ActivationStats,
         if not isinstance(op, IntegerOp) or op.name not in assignment:
             continue
         mult = _as_multiplier(assignment[op.name])
-        entry = NodeCompensation(op.name, "unchanged", multiplier=mult.name)
+        node_mode = modes.get(op.name, mode)
+        tune, bias = parse_mode(node_mode)
+        entry = NodeCompensation(op.name, "unchanged", multiplier=mult.name,
+                                 mode=node_mode if node_mode != mode else None)
         report.nodes.append(entry)
         if mult.is_exact:
             entry.status, entry.reason = "exact", "exact multiplier: nothing to compensate"
             continue
-        if op.name not in stats:
+        if node_mode == "none":
+            entry.reason = "mode none"
+            continue
+        if stats is None or op.name not in stats:
             raise CompensationError(f"no activation statistics for {op.name} (collected on another model?)")
         node_stats = stats[op.name]
         if node_stats.rows == 0 or node_stats.samples == 0:

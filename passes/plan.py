@@ -16,6 +16,13 @@ A plan is YAML (or the same dict in Python):
       - match: {expert: 3}                    # MoE expert index (from "experts.<i>" in the name)
         multiplier: exact
     exact_experts: {score: maxnnscore, fraction: 0.25}
+    compensate: weights+bias        # none | bias | weights | weights+bias (per override too)
+
+`compensate` is the error-compensation mode (`passes.compensate`) of the ops a plan
+approximates: the int8 weights and biases are tuned for the op's multiplier before the
+rewrite, from activation statistics of the exact model (`passes.calibration`). An override's
+`compensate` sets it for the ops it matches; ops the plan keeps exact are left as they are
+in every mode. `linear` (control variate) is not implemented yet.
 
 `exact_experts` keeps the most noise-sensitive experts of every MoE layer exact: MaxNNScore
 ranks expert e by max_r ||W_e[r, :]||_2 over the rows (output filters) of its first weight
@@ -41,6 +48,8 @@ LOWERINGS = ("auto", "lut", "decomposed")
 OPERAND_ORDERS = ("xw", "wx")
 KEEP_KEYWORDS = ("first_conv", "classifier")
 MATCH_KEYS = ("name", "op_type", "layer", "expert")
+#: error-compensation modes (`passes.compensate.MODES`, which this must equal: test_plan checks)
+COMPENSATE_MODES = ("none", "bias", "weights", "weights+bias")
 
 
 class PlanError(ValueError):
@@ -56,6 +65,7 @@ class Override:
     match: dict  # subset of MATCH_KEYS
     multiplier: str | None = None
     lowering: str | None = None
+    compensate: str | None = None  # COMPENSATE_MODES
 
     def matches(self, name: str, op_type: str, layer: int, expert: int | None) -> bool:
         for key, wanted in self.match.items():
@@ -78,6 +88,7 @@ class Plan:
     keep_exact: tuple[str, ...] = ()  # keywords (first_conv, classifier) or name globs
     overrides: tuple[Override, ...] = ()  # first match wins
     exact_experts: dict | None = None  # {"score": "maxnnscore", "fraction": 0.25}
+    compensate: str = "none"  # default error-compensation mode (COMPENSATE_MODES)
     source: dict = field(default_factory=dict, compare=False)  # the plan as written
 
     def __post_init__(self):
@@ -87,9 +98,12 @@ class Plan:
             raise PlanError(f"operand_order must be one of {', '.join(OPERAND_ORDERS)}, got {self.operand_order!r}")
         for name in self.multiplier_names():
             resolve_multiplier(name)  # fail early on unknown names
-        for override in self.overrides:
+        check_compensate(self.compensate, "compensate")
+        for i, override in enumerate(self.overrides):
             if override.lowering is not None and override.lowering not in LOWERINGS:
                 raise PlanError(f"unknown lowering {override.lowering!r} in an override")
+            if override.compensate is not None:
+                check_compensate(override.compensate, f"override {i}: compensate")
         if self.exact_experts is not None:
             score = self.exact_experts.get("score", "maxnnscore")
             fraction = self.exact_experts.get("fraction", 0.25)
@@ -101,9 +115,24 @@ class Plan:
     def multiplier_names(self) -> list[str]:
         return [self.multiplier] + [o.multiplier for o in self.overrides if o.multiplier]
 
+    def compensates(self) -> bool:
+        """Whether any op can get a compensation mode other than none."""
+        return self.compensate != "none" or any(o.compensate not in (None, "none") for o in self.overrides)
+
     def to_dict(self) -> dict:
         return self.source or {"multiplier": self.multiplier, "lowering": self.lowering,
-                               "operand_order": self.operand_order}
+                               "operand_order": self.operand_order,
+                               **({"compensate": self.compensate} if self.compensate != "none" else {})}
+
+
+def check_compensate(mode, key: str = "compensate") -> None:
+    """PlanError (one line) unless `mode` is one of COMPENSATE_MODES."""
+    if isinstance(mode, str) and mode in COMPENSATE_MODES:
+        return
+    if mode == "linear":
+        raise PlanError(f"{key}: 'linear' (control variate) is not implemented yet; "
+                        f"valid: {', '.join(COMPENSATE_MODES)}")
+    raise PlanError(f"{key}: unknown mode {mode!r}; valid: {', '.join(COMPENSATE_MODES)}")
 
 
 def resolve_multiplier(name: str) -> Multiplier:
@@ -118,7 +147,7 @@ def resolve_multiplier(name: str) -> Multiplier:
 def plan_from_dict(data: Mapping[str, Any]) -> Plan:
     if not isinstance(data, Mapping):
         raise PlanError("a plan must be a mapping (multiplier, lowering, overrides, ...)")
-    known = {"multiplier", "lowering", "operand_order", "keep_exact", "overrides", "exact_experts"}
+    known = {"multiplier", "lowering", "operand_order", "keep_exact", "overrides", "exact_experts", "compensate"}
     unknown = set(data) - known
     if unknown:
         raise PlanError(f"unknown plan key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
@@ -130,17 +159,25 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
         if bad:
             raise PlanError(f"override {i}: unknown match key(s) {', '.join(sorted(bad))}; "
                              f"valid: {', '.join(MATCH_KEYS)}")
-        if "multiplier" not in item and "lowering" not in item:
-            raise PlanError(f"override {i}: sets neither multiplier nor lowering")
-        overrides.append(Override(dict(item["match"]), item.get("multiplier"), item.get("lowering")))
+        unknown_keys = set(item) - {"match", "multiplier", "lowering", "compensate"}
+        if unknown_keys:
+            raise PlanError(f"override {i}: unknown key(s) {', '.join(sorted(map(str, unknown_keys)))}; "
+                            f"valid: match, multiplier, lowering, compensate")
+        if not {"multiplier", "lowering", "compensate"} & set(item):
+            raise PlanError(f"override {i}: sets neither multiplier nor lowering nor compensate")
+        if "compensate" in item:
+            check_compensate(item["compensate"], f"override {i}: compensate")
+        overrides.append(Override(dict(item["match"]), item.get("multiplier"), item.get("lowering"),
+                                  item.get("compensate")))
     exact_experts = data.get("exact_experts")
     if exact_experts is not None and not isinstance(exact_experts, Mapping):
         raise PlanError("exact_experts must be a mapping like {score: maxnnscore, fraction: 0.25}")
+    check_compensate(data.get("compensate", "none"))
     return Plan(multiplier=str(data.get("multiplier", "exact")), lowering=str(data.get("lowering", "auto")),
                 operand_order=str(data.get("operand_order", "xw")),
                 keep_exact=tuple(str(k) for k in _as_list(data.get("keep_exact") or [])),
                 overrides=tuple(overrides), exact_experts=dict(exact_experts) if exact_experts else None,
-                source=json.loads(json.dumps(dict(data))))
+                compensate=data.get("compensate", "none"), source=json.loads(json.dumps(dict(data))))
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -192,10 +229,12 @@ class Assignment:
     multiplier: Multiplier
     lowering: str
     reason: str  # which rule chose it
+    compensate: str = "none"  # error-compensation mode (a no-op where the multiplier is exact)
 
 
 def assign(plan: Plan, ops: list) -> dict[str, Assignment]:
-    """Multiplier and lowering for every `IntegerOp` (by node name) under `plan`."""
+    """Multiplier, lowering and compensation mode for every `IntegerOp` (by node name) under
+    `plan`: what the pass rewrites with and `passes.compensate` tunes for, node for node."""
     exact = multipliers.exact()
     convs = [op for op in ops if op.kind == "conv"]
     keep = set()
@@ -210,16 +249,18 @@ def assign(plan: Plan, ops: list) -> dict[str, Assignment]:
     out = {}
     for layer, op in enumerate(ops):
         mult, lowering, reason = resolve_multiplier(plan.multiplier), plan.lowering, "default"
+        mode = plan.compensate
         for i, override in enumerate(plan.overrides):
             if override.matches(op.name, op.node.op_type, layer, expert_index(op.name)):
                 if override.multiplier:
                     mult = resolve_multiplier(override.multiplier)
                 lowering = override.lowering or lowering
+                mode = override.compensate or mode
                 reason = f"override {i}"
                 break
         if op.name in keep:
             mult, reason = exact, "keep_exact"
         elif op.name in experts_exact:
             mult, reason = exact, "exact_experts (maxnnscore)"
-        out[op.name] = Assignment(mult, lowering, reason)
+        out[op.name] = Assignment(mult, lowering, reason, mode)
     return out

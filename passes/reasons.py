@@ -41,6 +41,8 @@ class Reason(enum.Enum):
     SCALES_NOT_CONSTANT = "scales are not constants"
     WEIGHT_SCALE_SHAPE = "weight scale is neither per-tensor nor per output channel"
     BIAS_NOT_CONSTANT = "bias is not a constant"
+    BIAS_SHAPE = "bias of shape {shape} is neither one value nor one per output channel"
+    FLOAT_OUTPUT_SCALED = "y_scale without y_zero_point: a float output divided by y_scale"
     # attributes the lowerings do not carry
     CONV_RANK = "{spatial}-D convolution"
     AUTO_PAD = "unsupported attribute auto_pad={auto_pad}"
@@ -48,8 +50,9 @@ class Reason(enum.Enum):
     # the plan's multiplier or lowering cannot be applied to this op bit-exactly
     INT32_OVERFLOW = "int32 overflow risk: max|LUT| {max_abs} x K {reduction} >= 2^31"
     NO_EXACT_DECOMPOSITION = "{multiplier} has no exact decomposition ({why}); use the lut lowering"
-    CORRECTION_TERMS_NEED_UINT8 = "decomposed correction terms need uint8 activations; use the lut lowering"
     INT8_MASK_NEEDS_BITWISE = "masking int8 activations needs BitwiseAnd (opset 18)"
+    # where the op is
+    IN_SUBGRAPH = "inside the {attribute} subgraph of {owner_type} node {owner}: only the main graph is rewritten"
 
     @property
     def code(self) -> str:

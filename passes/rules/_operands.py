@@ -94,6 +94,21 @@ def conv_attributes(node: ir.Node, weight: np.ndarray) -> dict | Rejection:
     }
 
 
+#: why a convolution's attributes cannot be read (`conv_attributes`)
+CONV_REASONS = (Reason.CONV_RANK, Reason.AUTO_PAD)
+
+
+def with_conv_attributes(op: IntegerOp | Rejection) -> IntegerOp | Rejection:
+    """A convolution's operands (or their rejection) with its attributes read, or why they cannot be."""
+    if isinstance(op, Rejection):
+        return op
+    attributes = conv_attributes(op.node, op.weight)
+    if isinstance(attributes, Rejection):
+        return attributes
+    op.attributes = attributes
+    return op
+
+
 def single_consumer(value: ir.Value, op_type: str) -> ir.Node | None:
     """The one node reading `value`, when it is an `op_type` and `value` is not a graph output."""
     users = [use.node if hasattr(use, "node") else use[0] for use in value.uses()]

@@ -34,12 +34,15 @@ ONNX_DOMAINS = ("", "ai.onnx")
 
 @dataclass(frozen=True)
 class Pattern:
-    """The node a rule starts from: one of `op_types` in the ONNX domain."""
+    """The node a rule starts from: one of `op_types` in `domain` (the ONNX domain by default,
+    "" or "ai.onnx"; e.g. "com.microsoft" for onnxruntime's contrib ops)."""
 
     op_types: tuple[str, ...]
+    domain: str = ""
 
     def matches(self, node: ir.Node) -> bool:
-        return node.op_type in self.op_types and node.domain in ONNX_DOMAINS
+        domains = ONNX_DOMAINS if self.domain in ONNX_DOMAINS else (self.domain,)
+        return node.op_type in self.op_types and node.domain in domains
 
 
 def mask_term(decomposition: Decomposition) -> Term | None:
@@ -69,6 +72,10 @@ class Rule(ABC):
         number of terms computed (None for a table without an exact decomposition); raises
         `passes.lowering.MaskUnsupported` when the model's opset cannot express the masks.
         """
+        if op.x.type is None:
+            # produced by an op shape inference does not know (com.microsoft.QLinearSoftmax, ...):
+            # the new nodes' inference needs its dtype, which the zero point fixes
+            op.x.type = ir.TensorType(ir.DataType.UINT8 if op.x_zero_point == 128 else ir.DataType.INT8)
         builder = Builder(graph, naming.rewrite_scope(op.name), bitwise=bitwise)
         dec = table.decomposition
         term = mask_term(dec)
@@ -92,6 +99,7 @@ def replace_output(graph: ir.Graph, op: IntegerOp, new: ir.Value) -> None:
     """Consumers of `op.output` read `new`; the source nodes left without a use go."""
     old = op.output
     was_output = old.is_graph_output()
+    new.type, new.shape = old.type, old.shape  # the same tensor, computed anew
     old.replace_all_uses_with(new, replace_graph_outputs=True)
     if was_output:  # the graph output keeps its name
         name = old.name

@@ -9,22 +9,18 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from passes.candidates import IntegerOp
-from passes.reasons import Reason, Rejection
-from passes.rules._operands import INTEGER_REASONS, conv_attributes, integer_operands
+from passes.reasons import Rejection
+from passes.rules._operands import CONV_REASONS, INTEGER_REASONS, integer_operands, with_conv_attributes
 from passes.rules._rule import Pattern, Rule
 
 
 class ConvIntegerRule(Rule):
     name = "conv_integer"
     pattern = Pattern(("ConvInteger",))
-    reasons = INTEGER_REASONS + (Reason.CONV_RANK, Reason.AUTO_PAD)
+    reasons = INTEGER_REASONS + CONV_REASONS
 
     def check(self, node: ir.Node) -> IntegerOp | Rejection:
-        op = integer_operands(node, "conv")
+        op = with_conv_attributes(integer_operands(node, "conv"))
         if isinstance(op, Rejection):
             return op
-        attributes = conv_attributes(node, op.weight)
-        if isinstance(attributes, Rejection):
-            return attributes
-        op.attributes = attributes
         return op

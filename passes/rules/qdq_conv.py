@@ -12,22 +12,19 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from passes.candidates import IntegerOp
-from passes.reasons import Reason, Rejection
-from passes.rules._operands import QDQ_REASONS, conv_attributes, input_at, qdq_operands, qdq_output
+from passes.reasons import Rejection
+from passes.rules._operands import (CONV_REASONS, QDQ_REASONS, input_at,
+                                     qdq_operands, qdq_output, with_conv_attributes)
 from passes.rules._rule import Pattern, Rule
 
 
 class QDQConvRule(Rule):
     name = "qdq_conv"
     pattern = Pattern(("Conv",))
-    reasons = QDQ_REASONS + (Reason.CONV_RANK, Reason.AUTO_PAD)
+    reasons = QDQ_REASONS + CONV_REASONS
 
     def check(self, node: ir.Node) -> IntegerOp | Rejection:
-        op = qdq_operands(node, "conv")
+        op = with_conv_attributes(qdq_operands(node, "conv"))
         if isinstance(op, Rejection):
             return op
-        attributes = conv_attributes(node, op.weight)
-        if isinstance(attributes, Rejection):
-            return attributes
-        op.attributes = attributes
         return qdq_output(op, input_at(node, 2))

@@ -13,23 +13,20 @@ import onnx_ir as ir
 
 from passes.candidates import IntegerOp
 from passes.reasons import Reason, Rejection, reject
-from passes.rules._operands import QLINEAR_REASONS, const, conv_attributes, input_at, qlinear_operands
+from passes.rules._operands import (CONV_REASONS, QLINEAR_REASONS, const,
+                                     input_at, qlinear_operands, with_conv_attributes)
 from passes.rules._rule import Pattern, Rule
 
 
 class QLinearConvRule(Rule):
     name = "qlinear_conv"
     pattern = Pattern(("QLinearConv",))
-    reasons = QLINEAR_REASONS + (Reason.CONV_RANK, Reason.AUTO_PAD, Reason.BIAS_NOT_CONSTANT)
+    reasons = QLINEAR_REASONS + CONV_REASONS + (Reason.BIAS_NOT_CONSTANT,)
 
     def check(self, node: ir.Node) -> IntegerOp | Rejection:
-        op = qlinear_operands(node, "conv")
+        op = with_conv_attributes(qlinear_operands(node, "conv"))
         if isinstance(op, Rejection):
             return op
-        attributes = conv_attributes(node, op.weight)
-        if isinstance(attributes, Rejection):
-            return attributes
-        op.attributes = attributes
         bias_value = input_at(node, 8)
         bias = const(bias_value)
         if bias_value is not None and bias is None:

@@ -91,12 +91,67 @@ def integer(op_type, attrs=None, opset=18, **overrides):
     return _model([node], tensors, overrides, opset, onnx.TensorProto.INT32)
 
 
+def qgemm(attrs=None, opset=18, bias=False, y="quantized", **overrides):
+    """com.microsoft.QGemm(x, xs, xzp, w, ws, wzp, [b], [ys], [yzp]), transB=1 unless `attrs`
+    say otherwise (w stored (N, K)); `y`: "quantized" (ys, yzp), "float" (neither),
+    "scale_only" (ys without yzp)."""
+    tensors = {**_operands(False, True), "ys": np.float32(0.5), "yzp": np.uint8(128), "b": np.zeros(4, np.int32)}
+    tensors["w"] = MATMUL_W.T.copy()
+    names = ["x", "xs", "xzp", "w", "ws", "wzp", "b" if bias else "", *{"quantized": ["ys", "yzp"], "float": [],
+                                                                        "scale_only": ["ys"]}[y]]
+    node = helper.make_node("QGemm", names, ["y"], name="op", domain="com.microsoft", **{"transB": 1, **(attrs or {})})
+    model = _model([node], tensors, overrides, opset,
+                   onnx.TensorProto.UINT8 if y == "quantized" else onnx.TensorProto.FLOAT)
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    # the output's shape (onnx does not infer com.microsoft ops), when the operands are a Gemm's
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.input}
+    shapes.update({t.name: list(t.dims) for t in model.graph.initializer})
+    x_shape, w_shape = shapes["x"], shapes["w"]
+    flags = {a.name: a.i for a in node.attribute if a.name in ("transA", "transB")}
+    if len(x_shape) == 2 and len(w_shape) == 2:
+        out = [x_shape[1 if flags.get("transA") else 0], w_shape[0 if flags.get("transB") else 1]]
+        model.graph.output[0].type.tensor_type.shape.dim.extend(onnx.TensorShapeProto.Dimension(dim_value=d)
+                                                                for d in out)
+    return model
+
+
+def in_subgraph(model: onnx.ModelProto, owner: str = "If") -> onnx.ModelProto:
+    """`model`'s nodes and initializers moved into a subgraph: the then-branch of an If with a
+    constant condition (the else-branch a Constant), or the body of a Loop run once (y its scan
+    output); the body reads the graph input x from the outer scope."""
+    g = onnx.shape_inference.infer_shapes(model).graph  # a subgraph's outputs need their shapes
+    (y,) = g.output
+    shape = [d.dim_value for d in y.type.tensor_type.shape.dim]
+    if owner == "If":
+        body = helper.make_graph(list(g.node), "then", [], [y], list(g.initializer))
+        zeros = numpy_helper.from_array(np.zeros(shape, helper.tensor_dtype_to_np_dtype(y.type.tensor_type.elem_type)))
+        other = helper.make_graph([helper.make_node("Constant", [], ["y_else"], value=zeros)], "else", [],
+                                  [helper.make_tensor_value_info("y_else", y.type.tensor_type.elem_type, shape)])
+        node = helper.make_node("If", ["cond"], ["y_out"], name="branch", then_branch=body, else_branch=other)
+        inits = [numpy_helper.from_array(np.array(True), "cond")]
+    else:
+        carried = [helper.make_tensor_value_info("i", onnx.TensorProto.INT64, []),
+                   helper.make_tensor_value_info("cond_in", onnx.TensorProto.BOOL, [])]
+        nodes = list(g.node) + [helper.make_node("Identity", ["cond_in"], ["cond_out"])]
+        body = helper.make_graph(nodes, "body", carried,
+                                 [helper.make_tensor_value_info("cond_out", onnx.TensorProto.BOOL, []), y],
+                                 list(g.initializer))
+        node = helper.make_node("Loop", ["trips", "cond"], ["y_out"], name="loop", body=body)
+        inits = [numpy_helper.from_array(np.array(1, np.int64), "trips"),
+                 numpy_helper.from_array(np.array(True), "cond")]
+    out = helper.make_tensor_value_info("y_out", y.type.tensor_type.elem_type, shape if owner == "If" else [1, *shape])
+    graph = helper.make_graph([node], "g", list(g.input), [out], inits)
+    return helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+
+
 def as_type(dtype):
     return lambda array: np.asarray(array).astype(dtype)
 
 
 def build(op_type, **overrides):
     """The accepted one-op graph of `op_type`'s source form, with `overrides`."""
+    if op_type == "QGemm":
+        return qgemm(**overrides)
     if op_type.startswith("QLinear"):
         return qlinear(op_type, **overrides)
     if op_type.endswith("Integer"):
@@ -106,7 +161,8 @@ def build(op_type, **overrides):
 
 # the op types each rule matches
 FORMS = {"qdq_conv": ["Conv"], "qdq_matmul": ["Gemm", "MatMul"], "qlinear_conv": ["QLinearConv"],
-         "qlinear_matmul": ["QLinearMatMul"], "conv_integer": ["ConvInteger"], "matmul_integer": ["MatMulInteger"]}
+         "qlinear_matmul": ["QLinearMatMul"], "conv_integer": ["ConvInteger"], "matmul_integer": ["MatMulInteger"],
+         "qgemm": ["QGemm"]}
 CONV_RULES = ("qdq_conv", "qlinear_conv", "conv_integer")
 
 # what every form's 8-bit operands can fail on: one override each
@@ -165,14 +221,24 @@ def _cases() -> list[Case]:
         Case("qlinear_matmul", Reason.SCALES_NOT_CONSTANT, lambda: qlinear("QLinearMatMul", xs=INPUT)),
         Case("qlinear_matmul", Reason.WEIGHT_NOT_2D, lambda: qlinear("QLinearMatMul", **NOT_2D)),
         Case("matmul_integer", Reason.WEIGHT_NOT_2D, lambda: integer("MatMulInteger", **NOT_2D)),
+        Case("qgemm", Reason.SCALES_NOT_CONSTANT, lambda: qgemm(xs=INPUT)),
+        Case("qgemm", Reason.SCALES_NOT_CONSTANT, lambda: qgemm(ys=INPUT)),
+        Case("qgemm", Reason.SCALES_NOT_CONSTANT, lambda: qgemm(yzp=INPUT)),
+        Case("qgemm", Reason.WEIGHT_SCALE_SHAPE, lambda: qgemm(ws=np.full(2, 0.01, np.float32))),
+        Case("qgemm", Reason.BIAS_NOT_CONSTANT, lambda: qgemm(bias=True, b=INPUT)),
+        # C broadcast over columns, one value per row of the batch: no per-channel bias
+        Case("qgemm", Reason.BIAS_SHAPE, lambda: qgemm(bias=True, x=np.zeros((2, 3), np.uint8),
+                                                       b=np.zeros((2, 1), np.int32))),
+        Case("qgemm", Reason.FLOAT_OUTPUT_SCALED, lambda: qgemm(y="scale_only")),
+        Case("qgemm", Reason.GEMM_ATTRIBUTES, lambda: qgemm(attrs={"transA": 1}, x=np.zeros((3, 1), np.uint8))),
+        Case("qgemm", Reason.WEIGHT_NOT_2D, lambda: qgemm(**NOT_2D)),
         # the rules accept these; the plan asks for what cannot be done bit-exactly
         Case("pass", Reason.INT32_OVERFLOW,  # max|LUT| 16384 x K 2^17 = 2^31
              lambda: integer("MatMulInteger", x=np.zeros((1, 1 << 17), np.uint8), w=np.ones((1 << 17, 1), np.int8))),
         Case("pass", Reason.NO_EXACT_DECOMPOSITION, lambda: qdq("Conv"),
              {"multiplier": "mitchell", "lowering": "decomposed"}),
-        Case("pass", Reason.CORRECTION_TERMS_NEED_UINT8, lambda: qdq("Conv", **INT8_ACTIVATION),
-             {"multiplier": "mul8s_1KVA", "lowering": "decomposed"}),
         Case("pass", Reason.INT8_MASK_NEEDS_BITWISE, lambda: qdq("Conv", opset=13, **INT8_ACTIVATION)),
+        Case("pass", Reason.IN_SUBGRAPH, lambda: in_subgraph(qdq("Conv"), "If")),
     ]
     return cases
 
@@ -196,7 +262,7 @@ def test_every_reason_belongs_to_a_rule_or_the_pass():
 
 
 def _op(model: onnx.ModelProto) -> ir.Node:
-    return next(n for n in ir.from_proto(model).graph if n.name == "op")
+    return next(n for n in ir.traversal.RecursiveGraphIterator(ir.from_proto(model).graph) if n.name == "op")
 
 
 def _template(reason: Reason) -> re.Pattern:
@@ -229,7 +295,10 @@ def test_rejection_skips_the_op_and_leaves_the_model_unchanged(case):
     assert entry.status == "skipped" and entry.reason_code == case.reason.code
     assert _template(case.reason).fullmatch(entry.reason), entry.reason
     assert report.summary().get("rewritten", 0) == 0
-    assert list(out.graph.node) == list(model.graph.node)
+    # unchanged but for the shapes inference and onnx_ir record (in an If / Loop body they are part of the node)
+    assert list(out.graph.node) == list(ir.to_proto(ir.from_proto(onnx.shape_inference.infer_shapes(model))).graph.node)
+    if not any(a.type == onnx.AttributeProto.GRAPH for n in model.graph.node for a in n.attribute):
+        assert list(out.graph.node) == list(model.graph.node)
     assert list(out.graph.initializer) == list(model.graph.initializer)
     assert [o.domain for o in out.opset_import] == [o.domain for o in model.opset_import]
 
@@ -239,3 +308,20 @@ def test_each_op_type_has_one_rule():
     op_types = [t for rule in RULES for t in rule.pattern.op_types]
     assert len(op_types) == len(set(op_types))
     assert {rule.name: list(rule.pattern.op_types) for rule in RULES} == FORMS
+
+
+@pytest.mark.parametrize("owner", ["If", "Loop"])
+@pytest.mark.parametrize("op_type", ["Conv", "Gemm", "MatMul", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                                     "MatMulInteger", "QGemm"])
+def test_ops_in_subgraphs_are_left_alone_with_the_owner_named(op_type, owner):
+    model = in_subgraph(build(op_type), owner)
+    onnx.checker.check_model(model, full_check=True)
+    out, report = approximate(model, {"multiplier": "mul8s_1KVA", "lowering": "lut"})
+    (entry,) = report.nodes
+    assert entry.status == "skipped" and entry.reason_code == Reason.IN_SUBGRAPH.code
+    owner_name = "branch" if owner == "If" else "loop"
+    assert f"subgraph of {owner} node {owner_name}" in entry.reason
+    assert [n.op_type for n in out.graph.node] == [owner]
+    inner = list(ir.traversal.RecursiveGraphIterator(ir.from_proto(out).graph))
+    assert [n.op_type for n in inner] == [n.op_type for n in ir.traversal.RecursiveGraphIterator(
+        ir.from_proto(model).graph)] and not any(n.domain == "axmoe" for n in inner)
