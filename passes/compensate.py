@@ -309,13 +309,14 @@ def _apply_bias(editor: _Editor, op: IntegerOp, correction: np.ndarray) -> str |
         editor.add_after(op, [("DequantizeLinear", [b, scale_value], attributes)], base)
         return "float Add"
     if op.form == "qlinear":
-        if op.kind != "conv":
+        index = {"QLinearConv": 8, "QGemm": 6}.get(node.op_type)  # QLinearMatMul has no bias input
+        if index is None:
             return None
         old = op.bias if op.bias is not None else np.zeros(op.out_channels, np.int32)
         new = _checked_bias(op, old.astype(np.int64) - correction)
-        if len(node.inputs) < 9:
-            node.resize_inputs(9)
-        node.replace_input_with(8, editor.const(new, f"{base}/bias"))
+        if len(node.inputs) <= index:
+            node.resize_inputs(index + 1)
+        node.replace_input_with(index, editor.const(new, f"{base}/bias"))
         return "bias input"
     b = editor.const(_checked_bias(op, -correction).reshape(_channel_shape(op)), f"{base}/bias")
     editor.add_after(op, [("Identity", [b], {})], base)
@@ -383,7 +384,7 @@ def compensate(model: onnx.ModelProto, assignment: dict, stats: ActivationStats 
         changed = int(np.count_nonzero(new_weight != op.weight))
         if changed:
             consumer, index = site
-            stored = new_weight.T if op.node.op_type == "Gemm" and _transposed(op.node) else new_weight
+            stored = new_weight.T if op.node.op_type in ("Gemm", "QGemm") and _transposed(op.node) else new_weight
             old_name = consumer.inputs[index].name or f"{op.name}/weight"
             consumer.replace_input_with(index, editor.const(np.ascontiguousarray(stored), old_name))
             entry.weights_changed = changed

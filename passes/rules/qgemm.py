@@ -14,6 +14,10 @@ lowerings' `(x_scale * w_scale) / y_scale` is then the kernel's scale bit for bi
 included. A zero point without a scale requantizes with the scale alone (sy = 1); a scale
 without a zero point (a float output divided by sy) is refused, as is transA and a C that is
 not one value per output column (C broadcast over rows only).
+
+Under an operand-mask multiplier the `decomposed` lowering keeps the QGemm and masks B where it
+is stored, in its stored layout (N, K under transB); `rewrite` first makes a B that a Constant
+node (or an Identity) provides an initializer of that layout, which the masks then replace.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from modelfile import naming
+from multipliers import Multiplier
 from passes.candidates import IntegerOp
+from passes.lowering import Builder
 from passes.reasons import Reason, Rejection, reject
 from passes.rules._operands import OPERAND_REASONS, check_activation, check_weight, const, input_at, zero_point
-from passes.rules._rule import Pattern, Rule
+from passes.rules._rule import Pattern, Rule, mask_term
 
 MS_DOMAIN = "com.microsoft"
 
@@ -42,7 +49,7 @@ class QGemmRule(Rule):
         rejection = check_activation(node, zp[1], zp[0])
         if rejection:
             return rejection
-        weight = const(node.inputs[3])
+        weight = const(input_at(node, 3))
         rejection = check_weight(node, weight, zero_point(input_at(node, 5), "int8"))
         if rejection:
             return rejection
@@ -83,3 +90,13 @@ class QGemmRule(Rule):
         if y_zp is not None:
             op.y_scale, op.y_zero_point, op.y_dtype = float(y_scale.ravel()[0]), int(y_zp[0][0]), y_zp[1]
         return op
+
+    def rewrite(self, graph: ir.Graph, op: IntegerOp, table: Multiplier, lowering: str, bitwise: bool) -> int | None:
+        weight = op.node.inputs[3]
+        if lowering == "decomposed" and mask_term(table.decomposition) is not None and weight.const_value is None:
+            # the masks are applied to B as stored, which only an initializer holds
+            transposed = op.node.attributes.get("transB") is not None and op.node.attributes["transB"].value
+            stored = np.ascontiguousarray(op.weight.T) if transposed else op.weight
+            builder = Builder(graph, naming.rewrite_scope(op.name) + "/qgemm")
+            op.node.replace_input_with(3, builder.const(stored.astype(np.int8), "stored_weight"))
+        return super().rewrite(graph, op, table, lowering, bitwise)
