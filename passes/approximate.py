@@ -46,9 +46,10 @@ from modelfile import metadata
 from modelfile.ops import DOMAIN, VERSION, register_schemas
 from multipliers import Multiplier
 from passes import model_io, validity
+from passes.calibration import DEFAULT_IMAGES, CompensationError, parse_spec
 from passes.candidates import IntegerOp
 from passes.lowering import MaskUnsupported
-from passes.plan import Assignment, Plan, PlanError, assign, load_plan, plan_from_dict
+from passes.plan import COMPENSATE_MODES, Assignment, Plan, PlanError, assign, load_plan, plan_from_dict
 from passes.reasons import Reason, Rejection, reject
 from passes.rules import Rule, find_candidates, mask_term, subgraph_matches
 
@@ -112,8 +113,10 @@ def product_table(mult: Multiplier, operand_order: str) -> Multiplier:
     return Multiplier(f"{mult.name}^T", np.ascontiguousarray(mult.lut.T), mult.kind)
 
 
-def choose_lowering(op: IntegerOp, mult: Multiplier, requested: str) -> tuple[str, str] | Rejection:
-    """(lowering, why) for `op`, or why the op cannot take the `requested` lowering."""
+def choose_lowering(op: IntegerOp, mult: Multiplier, requested: str,
+                    bitwise: bool = True) -> tuple[str, str] | Rejection:
+    """(lowering, why) for `op`, or why the op cannot take the `requested` lowering.
+    `bitwise`: the model's opset has BitwiseAnd (18+), which masking int8 activations needs."""
     dec = mult.decomposition
     if requested == "lut":
         return "lut", "requested"
@@ -122,6 +125,8 @@ def choose_lowering(op: IntegerOp, mult: Multiplier, requested: str) -> tuple[st
         if not dec.exact:
             return reject(op.node, Reason.NO_EXACT_DECOMPOSITION, multiplier=mult.name, why=dec.reason)
         return "decomposed", "requested"
+    if single and op.x_zero_point == 0 and not bitwise:
+        return "lut", "auto: masking int8 activations in place needs BitwiseAnd (opset 18)"
     if single:
         return "decomposed", "auto: operand masks keep the fused int8 kernel"
     if dec.exact and op.kind == "matmul" and op.x_zero_point == 128:
@@ -161,7 +166,8 @@ class ApproximationPass(InPlacePass):
         assignments = self.assignments if self.assignments is not None else assign(self.plan, ops)
         missing = [op.name for op in ops if op.name not in assignments]
         if missing:
-            raise ApproximationError(f"{missing[0]}: no multiplier assigned ({len(missing)} op(s) not in the assignment)")
+            raise ApproximationError(f"{missing[0]}: no multiplier assigned "
+                                     f"({len(missing)} op(s) not in the assignment)")
         modified = False
         for rule, cand in found:
             if isinstance(cand, IntegerOp):
@@ -201,7 +207,7 @@ class ApproximationPass(InPlacePass):
         if worst >= INT32_LIMIT:
             return self._skip(entry, reject(op.node, Reason.INT32_OVERFLOW, max_abs=int(np.abs(lut).max()),
                                             reduction=op.reduction))
-        chosen = choose_lowering(op, table, assignment.lowering)
+        chosen = choose_lowering(op, table, assignment.lowering, bitwise=self.opset >= 18)
         if isinstance(chosen, Rejection):
             return self._skip(entry, chosen)
         lowering, why = chosen
@@ -323,6 +329,14 @@ def create_args_parser() -> argparse.ArgumentParser:
     which.add_argument("--plan", metavar="PLAN.yaml", help="per-layer / per-expert plan (see passes.plan)")
     p.add_argument("--lowering", choices=["auto", "lut", "decomposed"],
                    help="override the plan's lowering (default auto)")
+    p.add_argument("--compensate", choices=COMPENSATE_MODES, metavar="MODE",
+                   help="error compensation without retraining, at zero runtime cost: "
+                        f"{' | '.join(COMPENSATE_MODES)} (linear: not yet); tunes the int8 weights (weights) "
+                        "and/or int32 biases (bias) for each op's multiplier; overrides the plan's "
+                        "compensate (default none)")
+    p.add_argument("--calibration", metavar="DATASET[:N]",
+                   help="images the compensation statistics come from (the exact int8 model run on them): "
+                        f"default the model's axmoe.dataset, N = {DEFAULT_IMAGES}, train split")
     p.add_argument("--strict", action="store_true", help="fail if any candidate op is skipped")
     p.add_argument("--report", metavar="REPORT.json", help="write the per-node report as JSON")
     return p
@@ -421,10 +435,19 @@ def run(args) -> Report:
         plan_dict = {"multiplier": args.multiplier}
     if args.lowering:
         plan_dict["lowering"] = args.lowering
+    compensate = getattr(args, "compensate", None)
+    if compensate is not None and (compensate != "none" or "compensate" in plan_dict):
+        plan_dict["compensate"] = compensate  # an explicit none on a plan without the key changes nothing
     plan = plan_from_dict(plan_dict)
+    calibration = getattr(args, "calibration", None)
+    if calibration is not None:
+        if not plan.compensates():
+            raise ApproximationError("--calibration is for error compensation: add --compensate MODE "
+                                     "(or compensate: in the plan)")
+        parse_spec(calibration)  # a bad spec fails before the model is read
     src = Path(args.input)
     model = model_io.load(src)
-    out, report = approximate(model, plan)
+    out, report = approximate(model, plan, calibration)
     if not report.nodes:
         raise ApproximationError(f"{src}: no Conv/Gemm/MatMul found")
     _write_report(args, report)  # the node-by-node account, refusals included
@@ -439,15 +462,29 @@ def run(args) -> Report:
     print(f"{args.output}: {summary.get('rewritten', 0)} rewritten "
           f"({', '.join(f'{k} {v}' for k, v in summary['lowerings'].items()) or 'none'}), "
           f"{summary.get('exact', 0)} kept exact, {summary.get('skipped', 0)} skipped")
+    if report.compensation is not None:
+        print(f"  {describe_compensation(report.compensation)}")
     _print_skips(report, args.lowering)
     return report
+
+
+def describe_compensation(record: dict) -> str:
+    """One line of a `Report.compensation` record: mode, calibration set, what changed."""
+    done = [n for n in record["nodes"] if n["status"] == "compensated"]
+    source = record.get("calibration") or {}
+    where = (f"{source['n']} {source['dataset']} {source['split']} images" if "dataset" in source
+             else f"{source['n']} images" if "n" in source else "no calibration needed")
+    weights = sum(n.get("weights_changed", 0) for n in done)
+    biases = sum(1 for n in done if n.get("bias"))
+    return (f"compensation {record['mode']} ({where}): {len(done)} op(s) compensated, {weights} weights tuned, "
+            f"{biases} biases corrected")
 
 
 def main(argv=None) -> int:
     args = create_args_parser().parse_args(argv)
     try:
         run(args)
-    except (ApproximationError, PlanError, model_io.ModelFileError) as exc:
+    except (ApproximationError, PlanError, model_io.ModelFileError, CompensationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -39,6 +39,8 @@ class Reason(enum.Enum):
     # the requantization cannot be rebuilt from constants
     QDQ_SCALES_NOT_CONSTANT = "scales are not constants (or the activation is per-channel)"
     SCALES_NOT_CONSTANT = "scales are not constants"
+    DEQUANTIZED_NOT_FLOAT32 = ("dequantized to {dtype}: only float32 QDQ groups are rewritten (their float "
+                               "rounding is what the integer requantization reproduces)")
     WEIGHT_SCALE_SHAPE = "weight scale is neither per-tensor nor per output channel"
     BIAS_NOT_CONSTANT = "bias is not a constant"
     BIAS_SHAPE = "bias of shape {shape} is neither one value nor one per output channel"

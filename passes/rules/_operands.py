@@ -125,6 +125,7 @@ OPERAND_REASONS = (
 )
 #: every reason `qdq_operands` + `qdq_output` can reject with
 QDQ_REASONS = (Reason.FLOAT_ACTIVATION, Reason.FLOAT_WEIGHT, *OPERAND_REASONS, Reason.QDQ_SCALES_NOT_CONSTANT,
+               Reason.DEQUANTIZED_NOT_FLOAT32,
                Reason.WEIGHT_SCALE_SHAPE)
 #: every reason `qlinear_operands` can reject with
 QLINEAR_REASONS = (*OPERAND_REASONS, Reason.SCALES_NOT_CONSTANT)
@@ -156,6 +157,9 @@ def qdq_operands(node: ir.Node, kind: str) -> IntegerOp | Rejection:
     w_scale = const(dq_w.inputs[1])
     if x_scale is None or w_scale is None or x_scale.size != 1:
         return reject(node, Reason.QDQ_SCALES_NOT_CONSTANT)
+    if x_scale.dtype != np.float32 or w_scale.dtype != np.float32:
+        other = x_scale.dtype if x_scale.dtype != np.float32 else w_scale.dtype
+        return reject(node, Reason.DEQUANTIZED_NOT_FLOAT32, dtype=other.name)
     return IntegerOp(node=node, kind=kind, form="qdq", x=x, x_zero_point=int(zp[0][0]), weight=weight,
                      x_scale=float(x_scale.ravel()[0]), w_scale=w_scale.astype(np.float32).ravel())
 

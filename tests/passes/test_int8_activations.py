@@ -341,3 +341,17 @@ def test_the_pass_lowers_int8_correction_terms_as_requested(form):
     out, report = approximate(model, {"multiplier": "mul8s_1KVA", "lowering": "decomposed"})
     assert [(n.status, n.lowering, n.terms) for n in report.nodes] == [("rewritten", "decomposed", 5)]
     assert np.array_equal(run(out, case.x), case.expected(multipliers.get("mul8s_1KVA").lut))
+
+
+@pytest.mark.parametrize("opset, lowering", [(17, "lut"), (18, "decomposed")])
+def test_auto_masks_int8_activations_where_the_opset_can(opset, lowering):
+    """An operand-mask multiplier on int8 activations: `auto` masks in place where BitwiseAnd
+    exists (opset 18) and takes the LUT op below it, instead of refusing the node."""
+    rng = np.random.default_rng(6)
+    x, w = rng.integers(-128, 128, (1, 3, 5, 5)).astype(np.int8), rng.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8)
+    attrs = dict(strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1], group=1, kernel_shape=[3, 3])
+    case = Case("qdq_conv", "int8", x, w, attrs, opset=opset)
+    case.w_scale, case.y = np.full(4, 0.01, np.float32), (0.5, 0, np.int8)
+    out, report = approximate(case.model(), {"multiplier": "mul8s_1L2L"})
+    assert [(n.status, n.lowering) for n in report.nodes] == [("rewritten", lowering)]
+    assert np.array_equal(run(out, case.x), case.expected(multipliers.get("mul8s_1L2L").lut))

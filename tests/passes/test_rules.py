@@ -209,6 +209,7 @@ def _cases() -> list[Case]:
             Case(rule, Reason.FLOAT_ACTIVATION, lambda op=op: qdq(op, float_x=True)),
             Case(rule, Reason.FLOAT_WEIGHT, lambda op=op: qdq(op, float_w=True)),
             Case(rule, Reason.QDQ_SCALES_NOT_CONSTANT, lambda op=op: qdq(op, xs=INPUT)),
+            Case(rule, Reason.DEQUANTIZED_NOT_FLOAT32, lambda op=op: qdq(op, xs=np.float16(0.05))),
             Case(rule, Reason.WEIGHT_SCALE_SHAPE, lambda op=op: qdq(op, ws=np.full(2, 0.01, np.float32))),
         ]
     cases += [
