@@ -12,7 +12,7 @@ it enters:
     pass, retrain, eval  -> the cell job (`eval.jobs.cell_spec`)
 
 An axis whose value is one option of its stage's command names it as `option` (backend ->
-`eval run --backend`; train, export and eval stages). An axis added after sweeps were run has
+`eval run --backend`, compensate -> `passes.approximate --compensate`). An axis added after sweeps were run has
 an `implicit` value, the one every earlier job had: a cell at it leaves the axis out of its
 job spec (so its hash and folder stay as they were), out of its label and out of the results'
 columns. Adding an axis is one `Axis(...)` entry in `AXES`.
@@ -165,6 +165,17 @@ def _backends_run_here(values: tuple, key: str) -> None:
         raise SweepConfigError(f"{key}: tvm: runtime.tvm cannot be imported ({exc})") from None
 
 
+def _compensate_modes(values: list, key: str) -> tuple[str, ...]:
+    from passes.plan import COMPENSATE_MODES
+
+    names = _names(values, key)
+    if "linear" in names:
+        raise SweepConfigError(f"{key}: 'linear' (control variate) is not implemented yet "
+                               f"(valid: {', '.join(COMPENSATE_MODES)})")
+    _one_of(lambda: COMPENSATE_MODES)(names, key)
+    return names
+
+
 AXES: tuple[Axis, ...] = (
     Axis("arch", "archs", "train", _names, check=_one_of(_archs)),
     Axis("topology", "topologies", "train", _names, check=_one_of(_topologies)),
@@ -172,6 +183,9 @@ AXES: tuple[Axis, ...] = (
     Axis("retrained", "retrained", "retrain", _bools, default=(False,), tag=lambda v: "retrained" if v else ""),
     Axis("backend", "backends", "eval", _backends, default=("ort",), check=_backends_run_here, implicit="ort",
          option="backend"),
+    # error compensation of the pass (`python -m passes.approximate --compensate`): one more curve
+    Axis("compensate", "compensate", "pass", _compensate_modes, default=("none",), implicit="none",
+         tag=lambda v: f"compensate {v}", option="compensate"),
 )
 BY_NAME = {axis.name: axis for axis in AXES}
 YAML_KEYS = {axis.key for axis in AXES}

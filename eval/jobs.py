@@ -2,8 +2,9 @@
 
     model-<hash>/   train/ (python -m train), model.onnx + model.fp32.onnx (python -m export.to_onnx),
                     export.json
-    cell-<hash>/    model.onnx (python -m passes.approximate) and pass.json, or retrain/
-                    (train.retrain.retrain_approx); eval.json (python -m eval run)
+    cell-<hash>/    model.onnx (python -m passes.approximate, with the cell's --compensate) and
+                    pass.json, or retrain/ (train.retrain.retrain_approx; a compensated cell then
+                    runs the pass on the retrained int8 model); eval.json (python -m eval run)
 
 Every folder also holds config.yaml (the job spec its hash is taken over), log.txt (the job's
 stdout and stderr) and, once the job succeeded, result.json, written last and atomically:
@@ -136,13 +137,9 @@ def run_cell(spec: dict[str, Any], job_dir: Path, threads: int, inputs: dict[str
 
     model = inputs["model"]
     extra: dict[str, Any] = {}
+    pass_options = [f"--{key}={value}" for key, value in axes.options(spec, "pass").items()]  # --compensate
     if not spec["retrained"]:
-        from passes import approximate
-
-        approx = job_dir / "model.onnx"
-        argv = [model["int8"], str(approx), "--multiplier", spec["multiplier"], "--report", str(job_dir / "pass.json")]
-        print("python -m passes.approximate " + " ".join(argv), flush=True)
-        approximate.run(approximate.create_args_parser().parse_args(argv))
+        approx = _run_pass(model["int8"], job_dir / "model.onnx", spec, pass_options)
     else:
         from train.retrain import retrain_approx
 
@@ -154,6 +151,8 @@ def run_cell(spec: dict[str, Any], job_dir: Path, threads: int, inputs: dict[str
         approx = Path(result["approx_model"])
         extra = {"before_top1": result["before_top1"], "after_top1": result["after_top1"],
                  "retrain_steps": result["steps"], "retrain_wall_s": result["wall_time_s"]}
+        if pass_options:  # compensated after retraining: the retrained int8 model, tuned, then rewritten
+            approx = _run_pass(result["int8_model"], job_dir / "model.onnx", spec, pass_options)
     argv = [str(approx), "--dataset", spec["dataset"], "--json", str(job_dir / "eval.json"), "--no-progress",
             "--threads", str(threads), *to_argv("eval", {**spec["eval"], **axes.options(spec, "eval")})]
     print("python -m eval run " + " ".join(argv), flush=True)
@@ -167,6 +166,17 @@ def run_cell(spec: dict[str, Any], job_dir: Path, threads: int, inputs: dict[str
             "active_macs_per_image": power["active_macs_per_image"],
             "dense_macs_per_image": power["dense_macs_per_image"], "latency": res["latency"],
             "expert_load": res["expert_load"], "agreement": res["agreement"], **extra}
+
+
+def _run_pass(int8: str, out: Path, spec: dict[str, Any], options: list[str]) -> Path:
+    """`python -m passes.approximate` on one int8 model under the cell's multiplier (and pass axes)."""
+    from passes import approximate
+
+    argv = [str(int8), str(out), "--multiplier", spec["multiplier"], *options,
+            "--report", str(out.parent / "pass.json")]
+    print("python -m passes.approximate " + " ".join(argv), flush=True)
+    approximate.run(approximate.create_args_parser().parse_args(argv))
+    return out
 
 
 RUNNERS: dict[str, Callable[[dict, Path, int, dict], dict]] = {"model": run_model, "cell": run_cell}

@@ -51,9 +51,11 @@ def _marker(topology: str) -> str:
     return topology_spec(topology).marker if topology in list_topologies() else "o"
 
 
-def _label(topology: str, retrained: bool, *variant: Any) -> str:
+def _label(series: Series, variants: tuple[str, ...]) -> str:
+    """"hard MoE, retrained, compensate weights+bias": the topology, then each swept axis by name."""
+    topology, retrained, *values = series
     name = "dense" if topology == "dense" else f"{topology} MoE"
-    return ", ".join([name, *(["retrained"] if retrained else []), *(str(v) for v in variant)])
+    return ", ".join([name, *(["retrained"] if retrained else []), *(f"{a} {v}" for a, v in zip(variants, values))])
 
 
 def _style(series: Series, firsts: tuple) -> dict[str, Any]:
@@ -148,7 +150,7 @@ def accuracy_vs_power(table: list[dict[str, Any]], path: Path, title: str,
             style = _style(series, firsts)
             ax.plot(*zip(*front), color=_color(topo), linewidth=1.6, linestyle=style["linestyle"],
                     marker=_marker(topo), markersize=6, markerfacecolor=style["markerfacecolor"],
-                    label=_label(*series))
+                    label=_label(series, variants))
             ax.scatter(*zip(*xy), marker=_marker(topo), s=34, zorder=3,
                        facecolors="white" if retrained else _color(topo), edgecolors=_color(topo))
             labels += [(x, y, _short(p["multiplier"]), _color(topo)) for (x, y), p in zip(xy, points)]
@@ -186,7 +188,7 @@ def accuracy_vs_multiplier(table: list[dict[str, Any]], path: Path, title: str,
             by = {p["multiplier"]: p for p in points}
             x = [i for i, m in enumerate(order) if m in by]
             y = [100 * by[order[i]]["top1"] for i in x]
-            ax.plot(x, y, marker=_marker(topo), color=_color(topo), label=_label(*series),
+            ax.plot(x, y, marker=_marker(topo), color=_color(topo), label=_label(series, variants),
                     linewidth=1.6, markersize=5.5, **_style(series, firsts))
         ax.set_xticks(range(len(order)))
         ax.set_xticklabels([f"{_short(m)}\n{power[m]:.3f} mW" if power[m] is not None else _short(m)

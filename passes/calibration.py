@@ -1,7 +1,8 @@
 """Activation statistics of the approximable ops of an int8 model, for error compensation.
 
-    images = calibration_images(model, n=512)           # the model's dataset, train split
-    stats = collect(model, images)                        # runs the EXACT int8 model in onnxruntime
+    images, source = calibration_images(model, n=512)   # the model's dataset, train split
+    stats = collect(model, images, source=source)         # runs the EXACT int8 model in onnxruntime
+    stats = statistics(model, "fashion-mnist:256")       # the same from a "DATASET[:N]" spec
     stats[node].hist                                      # int64 (C, taps, 256)
 
 For every candidate op (every `IntegerOp` the rules of `passes.rules` accept) the quantized
@@ -121,6 +122,42 @@ def model_image_size(model: onnx.ModelProto) -> int | None:
     if len(dims) != 4 or not dims[-1].HasField("dim_value"):
         return None
     return int(dims[-1].dim_value)
+
+
+def parse_spec(spec: str | None) -> tuple[str | None, int]:
+    """(dataset or None for the model's own, N) of a "DATASET[:N]" (or ":N") spec; None is the
+    default, the model's dataset and `DEFAULT_IMAGES`. Raises CompensationError (one line)."""
+    if spec is None:
+        return None, DEFAULT_IMAGES
+    name, sep, count = str(spec).strip().partition(":")
+    n = DEFAULT_IMAGES
+    if sep:
+        try:
+            n = int(count)
+        except ValueError:
+            raise CompensationError(f"calibration {spec!r}: N must be a whole number of images (DATASET[:N]), "
+                                    f"got {count!r}") from None
+        if n <= 0:
+            raise CompensationError(f"calibration {spec!r}: needs at least one image (got N = {n})")
+    if name:
+        from models.datasets import UnknownDatasetError, dataset_spec
+
+        try:
+            dataset_spec(name)
+        except UnknownDatasetError as exc:
+            raise CompensationError(f"calibration {spec!r}: {exc}") from None
+    return name or None, n
+
+
+def statistics(model: onnx.ModelProto, calibration=None, threads: int | None = None) -> ActivationStats:
+    """`collect` on the images `calibration` names: a "DATASET[:N]" spec or None (`parse_spec`,
+    `calibration_images`: train split), or preprocessed images (N, C, S, S) themselves."""
+    if calibration is not None and not isinstance(calibration, str):
+        images = np.asarray(calibration, dtype=np.float32)
+        return collect(model, images, threads=threads, source={"n": int(images.shape[0]) if images.ndim else 0})
+    dataset, n = parse_spec(calibration)
+    images, source = calibration_images(model, dataset, n=n)
+    return collect(model, images, threads=threads, source=source)
 
 
 # ---------------------------------------------------------------------------- counting

@@ -50,7 +50,7 @@ def folders(path: Path) -> list[str]:
 def test_demo_job_hashes_are_those_of_finished_sweeps():
     models, cells = plan(load_config(ROOT / "configs" / "demo.yaml", check=False))
     assert {job.label: job.hash for job in models.values()} == DEMO_MODELS
-    assert [(job.label, job.hash) for job in cells] == DEMO_CELLS
+    assert [(job.label, job.hash) for job in cells if job.cell["compensate"] == "none"] == DEMO_CELLS
 
 
 def test_study_job_hashes_are_those_of_finished_sweeps():
@@ -83,8 +83,10 @@ def test_omitted_axes_take_their_defaults(tmp_path):
 
 def test_each_axis_enters_the_hash_of_its_stage_job():
     assert [(a.name, a.job) for a in axes.AXES] == [
-        ("arch", "model"), ("topology", "model"), ("multiplier", "cell"), ("retrained", "cell"), ("backend", "cell")]
-    cell = {"arch": "resnet20", "topology": "hard", "multiplier": "mul8s_1L2L", "retrained": True, "backend": "tvm"}
+        ("arch", "model"), ("topology", "model"), ("multiplier", "cell"), ("retrained", "cell"), ("backend", "cell"),
+        ("compensate", "cell")]
+    cell = {"arch": "resnet20", "topology": "hard", "multiplier": "mul8s_1L2L", "retrained": True, "backend": "tvm",
+            "compensate": "none"}
     assert axes.spec_of(cell, "model") == {"arch": "resnet20", "topology": "hard"}
     assert axes.spec_of(cell, "cell") == {"multiplier": "mul8s_1L2L", "retrained": True, "backend": "tvm"}
     assert axes.spec_of({**cell, "backend": "ort"}, "cell") == {"multiplier": "mul8s_1L2L", "retrained": True}
@@ -129,3 +131,45 @@ def test_tvm_backend_needs_tvm_at_config_load(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: backends: tvm needs TVM") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()  # failed before writing anything
+
+
+def test_compensate_axis_parses_and_enters_the_cell_hash_only_when_not_none(tmp_path):
+    before = folders(write(tmp_path))
+    assert load_config(write(tmp_path), check=False).axes["compensate"] == ("none",)
+    assert folders(write(tmp_path, compensate=["none"])) == before
+    assert folders(write(tmp_path, compensate="none")) == before
+    config = load_config(write(tmp_path, compensate=["none", "weights+bias", "none"]), check=False)
+    assert config.axes["compensate"] == ("none", "weights+bias")
+    assert [a.name for a in config.swept()] == ["arch", "topology", "multiplier", "retrained", "compensate"]
+    assert config.resolved()["compensate"] == ["none", "weights+bias"]
+    models, cells = plan(config)
+    assert [job.folder.name for job in models.values()] == before[:2]
+    plain = [job for job in cells if job.cell["compensate"] == "none"]
+    tuned = [job for job in cells if job.cell["compensate"] == "weights+bias"]
+    assert [job.folder.name for job in plain] == before[2:]
+    assert all("compensate" not in job.spec for job in plain)
+    assert all(job.spec["compensate"] == "weights+bias" and job.label.endswith(" compensate weights+bias")
+               for job in tuned)
+    assert [job_hash({k: v for k, v in job.spec.items() if k != "compensate"}) for job in tuned] == \
+        [job.hash for job in plain]
+    assert axes.options(tuned[0].spec, "pass") == {"compensate": "weights+bias"}
+    assert axes.options(plain[0].spec, "pass") == {}
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ("weights+bais", "compensate: unknown 'weights+bais' (did you mean 'weights+bias'?)"),
+    ("linear", "compensate: 'linear' (control variate) is not implemented yet"),
+])
+def test_compensate_axis_checks_its_values(tmp_path, value, fragment):
+    with pytest.raises(SweepConfigError) as exc:
+        load_config(write(tmp_path, compensate=["none", value]), check=False)
+    assert fragment in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_demo_sweeps_compensation(tmp_path):
+    """configs/demo.yaml adds a compensated curve per topology; its uncompensated cells are
+    the pinned ones (test_demo_job_hashes_are_those_of_finished_sweeps)."""
+    config = load_config(ROOT / "configs" / "demo.yaml", check=False)
+    assert config.axes["compensate"] == ("none", "weights+bias")
+    _, cells = plan(config)
+    assert len(cells) == 2 * len(DEMO_CELLS)

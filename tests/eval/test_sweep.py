@@ -134,7 +134,7 @@ def test_config_expansion_and_hash(tmp_path):
     assert config.axes["multiplier"][-1] == "mul8s_1L2L"  # lowest power last
     cells = config.cells()
     assert len(cells) == 9 and cells[-1] == {"arch": "resnet20", "topology": "hard", "multiplier": "mul8s_1L2L",
-                                             "retrained": True, "backend": "ort"}
+                                             "retrained": True, "backend": "ort", "compensate": "none"}
     assert config_hash({"a": 1, "b": [2]}) == config_hash({"b": [2], "a": 1}) != config_hash({"a": 2, "b": [2]})
 
 

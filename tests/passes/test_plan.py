@@ -93,6 +93,11 @@ def test_plan_yaml(tmp_path, int8_resnet):
     ({"exact_experts": {"score": "random"}}, "maxnnscore"),
     ({"exact_experts": {"fraction": 2}}, "fraction"),
     ({"operand_order": "ab"}, "operand_order"),
+    ({"multiplier": "exact", "compensate": "both"}, "compensate: unknown mode 'both'; valid: none, bias"),
+    ({"multiplier": "exact", "compensate": False}, "compensate: unknown mode False"),  # YAML's bare `no`
+    ({"multiplier": "exact", "compensate": "linear"}, "'linear' \\(control variate\\) is not implemented yet"),
+    ({"overrides": [{"match": {"expert": 1}, "compensate": "weight"}]}, "override 0: compensate: unknown mode"),
+    ({"overrides": [{"match": {"expert": 1}, "compensat": "bias"}]}, "override 0: unknown key\\(s\\) compensat"),
 ])
 def test_plan_errors(data, fragment):
     with pytest.raises(PlanError, match=fragment):
@@ -106,3 +111,32 @@ def test_plan_file_errors(tmp_path):
     bad.write_text("multiplier: [unclosed\n")
     with pytest.raises(PlanError, match="not valid YAML"):
         load_plan(bad)
+
+
+def test_compensate_modes_per_override(int8_resnet):
+    """`assign` gives every op its mode: the plan's, the first matching override's, and the
+    pass uses the same assignment for the multiplier (keep_exact included)."""
+    from passes.calibration import candidates
+    from passes.plan import assign
+
+    plan = plan_from_dict({"multiplier": "mul8s_1KVA", "compensate": "bias", "keep_exact": ["classifier"],
+                           "overrides": [{"match": {"expert": 1}, "compensate": "weights+bias"},
+                                         {"match": {"layer": 0}, "multiplier": "mul8s_1L2L", "compensate": "none"}]})
+    assert plan.compensates() and plan.overrides[0].multiplier is None
+    ops = candidates(int8_resnet)
+    got = assign(plan, ops)
+    assert got[ops[0].name].compensate == "none" and got[ops[0].name].multiplier.name == "mul8s_1L2L"
+    assert got[ops[-1].name].reason == "keep_exact" and got[ops[-1].name].multiplier.is_exact
+    for op in ops[1:-1]:
+        want = "weights+bias" if expert_index(op.name) == 1 else "bias"
+        assert got[op.name].compensate == want and got[op.name].multiplier.name == "mul8s_1KVA"
+    assert {got[op.name].compensate for op in ops} == {"none", "bias", "weights+bias"}
+
+
+def test_plans_without_compensate_are_as_before():
+    plan = plan_from_dict({"multiplier": "mul8s_1KVA", "overrides": [{"match": {"layer": 0}, "lowering": "lut"}]})
+    assert plan.compensate == "none" and not plan.compensates() and plan.overrides[0].compensate is None
+    assert "compensate" not in plan.to_dict()
+    assert not plan_from_dict({"compensate": "none", "overrides": [{"match": {"layer": 0}, "compensate": "none"}]}
+                              ).compensates()
+    assert plan_from_dict({"overrides": [{"match": {"layer": 0}, "compensate": "bias"}]}).compensates()
