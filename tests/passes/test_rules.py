@@ -238,7 +238,8 @@ def _cases() -> list[Case]:
              lambda: integer("MatMulInteger", x=np.zeros((1, 1 << 17), np.uint8), w=np.ones((1 << 17, 1), np.int8))),
         Case("pass", Reason.NO_EXACT_DECOMPOSITION, lambda: qdq("Conv"),
              {"multiplier": "mitchell", "lowering": "decomposed"}),
-        Case("pass", Reason.INT8_MASK_NEEDS_BITWISE, lambda: qdq("Conv", opset=13, **INT8_ACTIVATION)),
+        Case("pass", Reason.INT8_MASK_NEEDS_BITWISE, lambda: qdq("Conv", opset=13, **INT8_ACTIVATION),
+             {"multiplier": "mul8s_1L2L", "lowering": "decomposed"}),  # auto takes the LUT op there
         Case("pass", Reason.IN_SUBGRAPH, lambda: in_subgraph(qdq("Conv"), "If")),
     ]
     return cases
