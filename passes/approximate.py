@@ -11,8 +11,9 @@ x86 with onnxruntime (BENCHMARKS.md):
 
     exact multiplier                       -> op left as it is (identical outputs)
     operand-mask multiplier (1 term)       -> decomposed: masked operands, the op stays a fused
-                                              QLinearConv / QLinearMatMul (<= 1.25x)
-    correction terms, MatMul/Gemm          -> decomposed: MatMulInteger u8 x s8 runs 60-136 GMAC/s
+                                              QLinearConv / QLinearMatMul (<= 1.25x); lut for
+                                              int8 activations below opset 18 (no BitwiseAnd)
+    correction terms, MatMul/Gemm, uint8   -> decomposed: MatMulInteger u8 x s8 runs 60-136 GMAC/s
     correction terms, Conv                 -> lut: ConvInteger runs only 2.5-14 GMAC/s, the
                                               custom op's masked-dot-product fast path is faster
     no exact decomposition (Mitchell, ...) -> lut
@@ -20,7 +21,9 @@ x86 with onnxruntime (BENCHMARKS.md):
 Every candidate (every node a rule of `passes.rules` matches) is reported: rewritten
 (multiplier, lowering, terms, MACs) or skipped with the reason and its code
 (`passes.reasons`); `--strict` turns any skip into an error. A rewrite whose worst case
-max|LUT| x K could overflow int32 is refused.
+max|LUT| x K could overflow int32 is refused. The written model passes `passes.validity`
+(onnx.checker with full check, strict shape inference, every graph output kept) or the pass
+fails: it never returns an invalid model.
 
 `--compensate MODE` (or `compensate:` in a plan, per override too) first tunes the int8
 weights and biases of every op for the multiplier the plan gives it (`passes.compensate`,
@@ -319,8 +322,8 @@ LISTED_SKIPS = 20
 def create_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m passes.approximate",
-        description="Rewrite the int8 Conv/Gemm/MatMul of a quantized ONNX model (QDQ, QLinear* or "
-                    "*Integer form) to use an approximate 8x8 multiplier.")
+        description="Rewrite the int8 Conv/Gemm/MatMul of a quantized ONNX model (QDQ, QLinear*, "
+                    "com.microsoft.QGemm or *Integer form) to use an approximate 8x8 multiplier.")
     p.add_argument("input", metavar="IN.onnx")
     p.add_argument("output", metavar="OUT.onnx")
     which = p.add_mutually_exclusive_group(required=True)
