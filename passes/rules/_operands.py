@@ -133,6 +133,24 @@ QLINEAR_REASONS = (*OPERAND_REASONS, Reason.SCALES_NOT_CONSTANT)
 INTEGER_REASONS = OPERAND_REASONS
 
 
+def signed_operands(node: ir.Node, zp: tuple[np.ndarray, str] | None, x_dtype: str | None,
+                    weight_value: ir.Value | None,
+                    weight_zp_value: ir.Value | None) -> tuple[int, np.ndarray] | Rejection:
+    """(activation zero point, int8 weight) of a signed 8x8 product, or why it is not one; the
+    checks every source form shares, in order. `x_dtype`: the activation's stored type (None:
+    the zero point's)."""
+    if zp is None:
+        return reject(node, Reason.ACTIVATION_ZERO_POINT_NOT_CONSTANT)
+    rejection = check_activation(node, x_dtype or zp[1], zp[0])
+    if rejection:
+        return rejection
+    weight = const(weight_value)
+    rejection = check_weight(node, weight, zero_point(weight_zp_value, "int8"))
+    if rejection:
+        return rejection
+    return int(zp[0][0]), weight
+
+
 def qdq_operands(node: ir.Node, kind: str) -> IntegerOp | Rejection:
     """`DQ(x_q, sx, zx) -> op <- DQ(w_q, sw, 0)`: the operands of a QDQ Conv / Gemm / MatMul
     (inputs 0 and 1, through Identity), before the form-specific checks."""
@@ -142,17 +160,11 @@ def qdq_operands(node: ir.Node, kind: str) -> IntegerOp | Rejection:
     if dq_w is None or dq_w.op_type != "DequantizeLinear":
         return reject(node, Reason.FLOAT_WEIGHT)
     x = dq_x.inputs[0]
-    zp = zero_point(input_at(dq_x, 2))
-    if zp is None:
-        return reject(node, Reason.ACTIVATION_ZERO_POINT_NOT_CONSTANT)
-    x_dtype = x.dtype.name.lower() if x.dtype is not None else zp[1]
-    rejection = check_activation(node, x_dtype, zp[0])
-    if rejection:
-        return rejection
-    weight = const(dq_w.inputs[0])
-    rejection = check_weight(node, weight, zero_point(input_at(dq_w, 2), "int8"))
-    if rejection:
-        return rejection
+    operands = signed_operands(node, zero_point(input_at(dq_x, 2)), x.dtype.name.lower() if x.dtype else None,
+                               dq_w.inputs[0], input_at(dq_w, 2))
+    if isinstance(operands, Rejection):
+        return operands
+    x_zero_point, weight = operands
     x_scale = const(dq_x.inputs[1])
     w_scale = const(dq_w.inputs[1])
     if x_scale is None or w_scale is None or x_scale.size != 1:
@@ -160,7 +172,7 @@ def qdq_operands(node: ir.Node, kind: str) -> IntegerOp | Rejection:
     if x_scale.dtype != np.float32 or w_scale.dtype != np.float32:
         other = x_scale.dtype if x_scale.dtype != np.float32 else w_scale.dtype
         return reject(node, Reason.DEQUANTIZED_NOT_FLOAT32, dtype=other.name)
-    return IntegerOp(node=node, kind=kind, form="qdq", x=x, x_zero_point=int(zp[0][0]), weight=weight,
+    return IntegerOp(node=node, kind=kind, form="qdq", x=x, x_zero_point=x_zero_point, weight=weight,
                      x_scale=float(x_scale.ravel()[0]), w_scale=w_scale.astype(np.float32).ravel())
 
 
@@ -194,21 +206,15 @@ def qdq_output(op: IntegerOp, bias_value: ir.Value | None) -> IntegerOp | Reject
 def qlinear_operands(node: ir.Node, kind: str) -> IntegerOp | Rejection:
     """`QLinearConv / QLinearMatMul(x, sx, zx, w, sw, zw, sy, zy[, b])`: the operands and the
     requantization, before the form-specific checks."""
-    zp = zero_point(node.inputs[2])
-    if zp is None:
-        return reject(node, Reason.ACTIVATION_ZERO_POINT_NOT_CONSTANT)
-    rejection = check_activation(node, zp[1], zp[0])
-    if rejection:
-        return rejection
-    weight = const(node.inputs[3])
-    rejection = check_weight(node, weight, zero_point(node.inputs[5], "int8"))
-    if rejection:
-        return rejection
+    operands = signed_operands(node, zero_point(node.inputs[2]), None, node.inputs[3], node.inputs[5])
+    if isinstance(operands, Rejection):
+        return operands
+    x_zero_point, weight = operands
     x_scale, w_scale = const(node.inputs[1]), const(node.inputs[4])
     y_scale, y_zp = const(node.inputs[6]), zero_point(node.inputs[7])
     if x_scale is None or w_scale is None or y_scale is None or y_zp is None:
         return reject(node, Reason.SCALES_NOT_CONSTANT)
-    return IntegerOp(node=node, kind=kind, form="qlinear", x=node.inputs[0], x_zero_point=int(zp[0][0]),
+    return IntegerOp(node=node, kind=kind, form="qlinear", x=node.inputs[0], x_zero_point=x_zero_point,
                      weight=weight, x_scale=float(x_scale.ravel()[0]), w_scale=w_scale.astype(np.float32).ravel(),
                      y_scale=float(y_scale.ravel()[0]), y_zero_point=int(y_zp[0][0]), y_dtype=y_zp[1],
                      output=node.outputs[0])
@@ -219,15 +225,10 @@ def integer_operands(node: ir.Node, kind: str) -> IntegerOp | Rejection:
     checks; an absent zero point is 0 of the operand's dtype."""
     x = node.inputs[0]
     x_dtype = x.dtype.name.lower() if x.dtype is not None else "uint8"
-    zp = zero_point(input_at(node, 2), x_dtype)
-    if zp is None:
-        return reject(node, Reason.ACTIVATION_ZERO_POINT_NOT_CONSTANT)
-    rejection = check_activation(node, x_dtype, zp[0])
-    if rejection:
-        return rejection
-    weight = const(node.inputs[1])
-    rejection = check_weight(node, weight, zero_point(input_at(node, 3), "int8"))
-    if rejection:
-        return rejection
-    return IntegerOp(node=node, kind=kind, form="integer", x=x, x_zero_point=int(zp[0][0]),
+    operands = signed_operands(node, zero_point(input_at(node, 2), x_dtype), x_dtype, node.inputs[1],
+                               input_at(node, 3))
+    if isinstance(operands, Rejection):
+        return operands
+    x_zero_point, weight = operands
+    return IntegerOp(node=node, kind=kind, form="integer", x=x, x_zero_point=x_zero_point,
                      weight=weight, output=node.outputs[0])

@@ -30,7 +30,7 @@ from multipliers import Multiplier
 from passes.candidates import IntegerOp
 from passes.lowering import Builder
 from passes.reasons import Reason, Rejection, reject
-from passes.rules._operands import OPERAND_REASONS, check_activation, check_weight, const, input_at, zero_point
+from passes.rules._operands import OPERAND_REASONS, const, input_at, signed_operands, zero_point
 from passes.rules._rule import Pattern, Rule, mask_term
 
 MS_DOMAIN = "com.microsoft"
@@ -43,16 +43,10 @@ class QGemmRule(Rule):
                Reason.BIAS_SHAPE, Reason.FLOAT_OUTPUT_SCALED, Reason.GEMM_ATTRIBUTES, Reason.WEIGHT_NOT_2D)
 
     def check(self, node: ir.Node) -> IntegerOp | Rejection:
-        zp = zero_point(input_at(node, 2))
-        if zp is None:
-            return reject(node, Reason.ACTIVATION_ZERO_POINT_NOT_CONSTANT)
-        rejection = check_activation(node, zp[1], zp[0])
-        if rejection:
-            return rejection
-        weight = const(input_at(node, 3))
-        rejection = check_weight(node, weight, zero_point(input_at(node, 5), "int8"))
-        if rejection:
-            return rejection
+        operands = signed_operands(node, zero_point(input_at(node, 2)), None, input_at(node, 3), input_at(node, 5))
+        if isinstance(operands, Rejection):
+            return operands
+        x_zero_point, weight = operands
         attrs = {a.name: a.value for a in node.attributes.values()}
         if attrs.get("transA", 0):
             return reject(node, Reason.GEMM_ATTRIBUTES)
@@ -84,7 +78,7 @@ class QGemmRule(Rule):
             bias = np.broadcast_to(bias.astype(np.int32).ravel(), (n,)).copy()
 
         alpha = np.float32(attrs.get("alpha", 1.0))
-        op = IntegerOp(node=node, kind="matmul", form="qlinear", x=node.inputs[0], x_zero_point=int(zp[0][0]),
+        op = IntegerOp(node=node, kind="matmul", form="qlinear", x=node.inputs[0], x_zero_point=x_zero_point,
                        weight=weight, x_scale=float(alpha * np.float32(x_scale.ravel()[0])),
                        w_scale=w_scale.astype(np.float32).ravel(), bias=bias, output=node.outputs[0])
         if y_zp is not None:
