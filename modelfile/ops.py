@@ -29,6 +29,14 @@ APPROX_CONV_INTEGER = "ApproxConvInteger"
 APPROX_MATMUL_INTEGER = "ApproxMatMulInteger"
 OPS = (APPROX_MUL, APPROX_CONV_INTEGER, APPROX_MATMUL_INTEGER)
 
+#: Fixed point of the `linear` compensation term (passes.compensate): a node's per-output-channel
+#: coefficient g_o is an integer in units of 2^-LINEAR_FRACTION_BITS, and every backend adds
+#:     t_o = floor((g_o * S + 2^(F-1)) / 2^F),   F = LINEAR_FRACTION_BITS, all in int64,
+#: to the int32 accumulator, S = sum of the activation operand a = x - x_zero_point over the
+#: output's receptive field (padding contributes 0; per group for grouped convolutions; the K
+#: row of a MatMul).
+LINEAR_FRACTION_BITS = 16
+
 _Param = defs.OpSchema.FormalParameter
 _Optional = defs.OpSchema.FormalParameterOption.Optional
 _LUT_DOC = "multiplier table, int32 [256, 256]: LUT[a + 128, b + 128] = mul(a, b)"
