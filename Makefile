@@ -17,13 +17,18 @@ ORT_HEADERS := $(CACHE)/onnxruntime-dev/root/usr/include/onnxruntime/onnxruntime
 endif
 NATIVE_SOURCES := pyproject.toml CMakeLists.txt $(shell find runtime -name '*.cc' -o -name '*.h' 2>/dev/null)
 PYTEST_WORKERS ?= 2
+# aarch64 cross toolchain for the ARM tests: system packages (root: apt-get) or Debian's
+# packages unpacked into .cache/cross with wrappers in .cache/cross/bin (no root)
+CROSS := $(CACHE)/cross
+SYSROOT := $(CACHE)/aarch64-sysroot
+export PATH := $(abspath $(CROSS))/bin:$(PATH)
 
-.PHONY: demo test lint install data ort-headers sanitize bench clean
+.PHONY: demo test lint install data ort-headers arm-tools sanitize bench clean
 
 demo: install data
 	$(PY) -m eval sweep configs/demo.yaml
 
-test: lint data
+test: lint data arm-tools
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
 
 # ruff, configured in pyproject.toml ([tool.ruff])
@@ -52,13 +57,22 @@ bench: install data
 	$(PY) benchmarks/retrain_step.py
 	$(PY) benchmarks/whole_model.py
 
-# The TVM aarch64 library under qemu-aarch64 (minutes; `make test` skips it without the sysroot)
-.PHONY: test-aarch64 aarch64-sysroot
-aarch64-sysroot: install
-	PYTHON=$(PY) scripts/aarch64_sysroot.sh $(CACHE)/aarch64-sysroot
+# What the ARM tests need: the cross compiler and qemu-aarch64, and an arm64 sysroot with
+# python3.11 and PyPI's aarch64 wheels (TVM runtime) for running under qemu
+arm-tools: $(CROSS)/.complete $(SYSROOT)/.complete
 
-test-aarch64: aarch64-sysroot
-	$(PY) -m pytest -q tests/runtime/tvm/test_aarch64.py -rs
+$(CROSS)/.complete:
+	scripts/cross_toolchain.sh $(CROSS)
+
+.PHONY: test-aarch64 aarch64-sysroot
+aarch64-sysroot: $(SYSROOT)/.complete
+
+$(SYSROOT)/.complete: | $(INSTALLED)
+	PYTHON=$(PY) scripts/aarch64_sysroot.sh $(SYSROOT)
+
+# only the ARM tests (`make test` runs them too)
+test-aarch64: arm-tools
+	$(PY) -m pytest -q tests/runtime/test_aarch64_qemu.py tests/runtime/tvm/test_aarch64.py -rs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

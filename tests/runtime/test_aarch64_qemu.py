@@ -1,13 +1,16 @@
 """The aarch64 build: the kernel tester cross-compiled with aarch64-linux-gnu-g++ (NEON
 kernels, with and without the dot-product extension) runs under qemu-aarch64 and every
 variant matches the scalar reference; the op library itself cross-compiles.
-Skipped where the Debian g++-aarch64-linux-gnu / qemu-user packages are missing."""
+Needs the Debian g++-aarch64-linux-gnu / qemu-user packages, which `make test` installs
+(scripts/cross_toolchain.sh); skipped without them, a failure when CI is set."""
 
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from axmoe_testing import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CSRC = ROOT / "runtime" / "ort" / "csrc"
@@ -17,7 +20,7 @@ ORT_HEADERS = next((p for p in (Path("/usr/include/onnxruntime"),
                                  ROOT / ".cache/onnxruntime-dev/root/usr/include/onnxruntime")
                     if (p / "onnxruntime_c_api.h").is_file()), None)
 
-pytestmark = pytest.mark.skipif(not (CXX and QEMU), reason="needs aarch64-linux-gnu-g++ and qemu-aarch64")
+require_tool(bool(CXX and QEMU), "aarch64-linux-gnu-g++ and qemu-aarch64", "scripts/cross_toolchain.sh")
 
 
 def sources(*patterns) -> list[str]:
@@ -47,8 +50,8 @@ def test_neon_kernels_match_scalar_under_qemu(march):
     assert "neon (" in result.stdout and "all variants match the scalar reference" in result.stdout
 
 
-@pytest.mark.skipif(ORT_HEADERS is None, reason="onnxruntime headers not found")
 def test_op_library_cross_compiles():
+    require_tool(ORT_HEADERS is not None, "onnxruntime headers", "make ort-headers")
     library = build(BUILD / "libaxmoe_ort.so",
                     ["-shared", "-fPIC", "-fvisibility=hidden", "-DORT_API_MANUAL_INIT", f"-I{ORT_HEADERS}"],
                     sources("register.cc", "c_api.cc", "cpu/*.cc", *KERNELS), opt="-O0")

@@ -3,9 +3,9 @@ aarch64-linux-gnu-g++, and the library runs under qemu-aarch64 with the aarch64 
 (Debian arm64 python3.11 + PyPI's aarch64 wheels: scripts/aarch64_sysroot.sh) and gives the
 x86 build's output bit for bit.
 
-Skipped without aarch64-linux-gnu-g++ / qemu-aarch64 (Debian g++-aarch64-linux-gnu,
-qemu-user) or without the sysroot (`make aarch64-sysroot`; `make test-aarch64` builds it and
-runs this file). Takes a few minutes: importing TVM under qemu alone is ~30 s."""
+Needs aarch64-linux-gnu-g++ / qemu-aarch64 (Debian g++-aarch64-linux-gnu, qemu-user:
+scripts/cross_toolchain.sh) and the sysroot (`make aarch64-sysroot`); `make test` sets up both.
+Skipped without them, a failure when CI is set. Takes a few minutes: importing TVM under qemu alone is ~30 s."""
 
 import os
 import shutil
@@ -13,19 +13,14 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from axmoe_testing import ROOT, run_cli
+from axmoe_testing import ROOT, require_tool, run_cli
 
 CXX, QEMU = shutil.which("aarch64-linux-gnu-g++"), shutil.which("qemu-aarch64")
 SYSROOT = Path(os.environ.get("AXMOE_AARCH64_SYSROOT", ROOT / ".cache" / "aarch64-sysroot"))
 
-pytestmark = [
-    pytest.mark.skipif(not (CXX and QEMU), reason="needs aarch64-linux-gnu-g++ and qemu-aarch64 "
-                                                  "(Debian g++-aarch64-linux-gnu, qemu-user)"),
-    pytest.mark.skipif(not (SYSROOT / ".complete").exists(),
-                       reason=f"no aarch64 sysroot at {SYSROOT}: run `make aarch64-sysroot` (or make test-aarch64)"),
-]
+require_tool(bool(CXX and QEMU), "aarch64-linux-gnu-g++ and qemu-aarch64", "scripts/cross_toolchain.sh")
+require_tool((SYSROOT / ".complete").exists(), f"the aarch64 sysroot {SYSROOT}", "make aarch64-sysroot")
 
 
 def test_aarch64_library_matches_x86_under_qemu(rewritten, images, tmp_path):
