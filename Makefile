@@ -15,7 +15,7 @@ SYSTEM_FMNIST := /usr/share/datasets/fashion-mnist
 ifeq ($(ONNXRUNTIME_INCLUDE_DIR)$(wildcard /usr/include/onnxruntime/onnxruntime_c_api.h),)
 ORT_HEADERS := $(CACHE)/onnxruntime-dev/root/usr/include/onnxruntime/onnxruntime_c_api.h
 endif
-NATIVE_SOURCES := pyproject.toml CMakeLists.txt $(shell find runtime -name '*.cc' -o -name '*.h' 2>/dev/null)
+NATIVE_SOURCES := pyproject.toml CMakeLists.txt $(shell find runtime/ort -name '*.cc' -o -name '*.h' 2>/dev/null)
 PYTEST_WORKERS ?= 2
 # aarch64 cross toolchain for the ARM tests: system packages (root: apt-get) or Debian's
 # packages unpacked into .cache/cross with wrappers in .cache/cross/bin (no root)
@@ -49,7 +49,8 @@ sanitize: install data
 	ASAN_OPTIONS=detect_leaks=0:log_path=$(SANITIZE_BUILD)/asan UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	AXMOE_ORT_LIBRARY=$(abspath $(SANITIZE_BUILD))/libaxmoe_ort.so \
 	$(PY) -m pytest -q -p no:cacheprovider tests/runtime \
-	    --deselect tests/runtime/test_kernel_tester.py --deselect tests/runtime/test_aarch64_qemu.py
+	    --deselect tests/runtime/test_kernel_tester.py --deselect tests/runtime/test_aarch64_qemu.py \
+	    --deselect tests/runtime/test_bundle.py --deselect tests/runtime/test_aarch64_ort.py
 
 # Benchmarks (numbers in BENCHMARKS.md; never part of `make test`)
 bench: install data
@@ -67,12 +68,13 @@ $(CROSS)/.complete:
 .PHONY: test-aarch64 aarch64-sysroot
 aarch64-sysroot: $(SYSROOT)/.complete
 
-$(SYSROOT)/.complete: | $(INSTALLED)
+$(SYSROOT)/.complete: scripts/aarch64_sysroot.sh | $(INSTALLED)
 	PYTHON=$(PY) scripts/aarch64_sysroot.sh $(SYSROOT)
 
 # only the ARM tests (`make test` runs them too)
 test-aarch64: arm-tools
-	$(PY) -m pytest -q tests/runtime/test_aarch64_qemu.py tests/runtime/tvm/test_aarch64.py -rs
+	$(PY) -m pytest -q tests/runtime/test_aarch64_qemu.py tests/runtime/test_aarch64_ort.py tests/runtime/test_bundle.py \
+	    tests/runtime/tvm/test_aarch64.py -rs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
