@@ -169,9 +169,6 @@ def _compensate_modes(values: list, key: str) -> tuple[str, ...]:
     from passes.plan import COMPENSATE_MODES
 
     names = _names(values, key)
-    if "linear" in names:
-        raise SweepConfigError(f"{key}: 'linear' (control variate) is not implemented yet "
-                               f"(valid: {', '.join(COMPENSATE_MODES)})")
     _one_of(lambda: COMPENSATE_MODES)(names, key)
     return names
 

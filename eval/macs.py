@@ -8,6 +8,11 @@
 output on a few images, which gives macs_per_row and K without trusting static shape
 inference (expert branches have data-dependent shapes). `MacCounter.add()` takes the proxy
 shapes of one batch of the instrumented model (`instrumented()`).
+
+A layer the pass gave a `linear` compensation term (`axmoe.assignment` entry `linear_additions`,
+per batch row) also does linear_rows_l x linear_additions_l additions and no multiplies
+(`eval.power`): the summary lists them per layer and in total, only for models that have such a
+term, so every other model's summary is unchanged.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 import onnx
 
 from eval.graph import GraphInfo, MacLayer, layer_label, node_attributes, reduction, with_shape_outputs
+from modelfile import metadata as model_metadata
 from eval.power import LayerWork, dense_macs_per_image, normalised_power, relative_power, weighted_macs
 
 SessionFactory = Callable[[bytes], Any]
@@ -113,8 +119,16 @@ class MacCounter:
                 per_image[prefix] = self.layer_rows(routers[0]) / self.images
         return dense_macs_per_image(trunk, per_row, per_image)
 
+    def linear_additions(self) -> dict[str, int]:
+        """Layer name -> additions of its linear compensation term over all batches (0 multiplies)."""
+        text = (self.info.metadata or {}).get(model_metadata.ASSIGNMENT.name)
+        assignment = model_metadata.ASSIGNMENT.decode(text) if text else {}
+        return {l.name: self.layer_rows(l) * int(assignment[l.name]["linear_additions"]) for l in self.info.layers
+                if "linear_additions" in assignment.get(l.name, {})}
+
     def summary(self, dense_per_image: float | None = None) -> dict[str, Any]:
-        """MACs by role and multiplier, normalised power, per-layer detail, expert load."""
+        """MACs by role and multiplier, normalised power, per-layer detail, expert load (and the
+        linear compensation term's additions, when the model has one)."""
         work = self.work()
         images = max(self.images, 1)
         inferred = self.dense_per_image()
@@ -127,7 +141,8 @@ class MacCounter:
             key = w.multiplier or "exact (not rewritten)"
             by_mult[key] = by_mult.get(key, 0) + w.macs
         active = sum(w.macs for w in work)
-        return {
+        linear = self.linear_additions()
+        out = {
             "images": self.images,
             "normalised_power": normalised_power(work, self.images, dense) if self.images and dense else None,
             "unknown_power": unknown,
@@ -143,3 +158,10 @@ class MacCounter:
                         "macs_per_row": l.macs_per_row, "rows": self.layer_rows(l), "macs": w.macs}
                        for l, w in zip(self.info.layers, work)],
         }
+        if linear:
+            for layer in out["layers"]:
+                if layer["name"] in linear:
+                    layer["linear_additions"] = linear[layer["name"]]
+            out["linear_additions_per_image"] = sum(linear.values()) / images
+            out["linear_multiplies"] = 0
+        return out

@@ -10,6 +10,11 @@ float router, skipped ops) count at P(exact). The denominator is the dense model
 architecture on the same images: its trunk plus one expert per MoE layer, no router. So the
 exact dense model scores 1, a top-1 Hard MoE slightly above 1 (its router), and a
 multiplier that halves the power of every product halves P_norm.
+
+The `linear` compensation term (`passes.compensate`) adds one reduction per output pixel and
+group: K additions of the activations, no multiplies. Power is counted in multiplies (the
+adders of the accumulation are exact and priced at zero in P(mult)), so the term adds 0 to
+P_norm; `eval.macs` lists its additions per layer (`linear_additions`) so the cost is visible.
 """
 
 from __future__ import annotations

@@ -22,6 +22,20 @@ fixed per-channel scale, and each bias `round(b / (sa * sw))`, with straight-thr
 gradients; activation Q nodes use the clipped straight-through estimator. With the
 parameters untouched, the integers are those stored in the model.
 
+Router weights (the exporter keeps every `models.gating.Router` in float, so they are float
+initializers) are trainable too when named in `trainable_floats`, and `taps` records chosen
+intermediate tensors of each forward (`tapped`), e.g. a router's logits for its balancing loss.
+
+A node may carry a linear compensation term (`linear_terms`, node -> g int64 [M]), added to its
+int32 accumulator after the products as every backend does (`modelfile.ops.LINEAR_FRACTION_BITS`):
+
+    acc[n, o, p] += floor((g_o * S[n, o, p] + 2^(F-1)) / 2^F)         int64
+    S[n, o, p] = sum of a over the receptive field of (n, o, p)       (conv with a ones kernel
+                 [G, C/G, *k], groups G, repeated to each group's M/G outputs; padding adds 0)
+    S[..., m]  = sum_k a[..., m, k]                                    (MatMul / Gemm)
+
+The term is a constant of the backward pass.
+
 Written by hand because no converter gives both integer-exact QDQ semantics and
 trainable, straight-through fake-quant parameters (onnx2torch-style converters run
 Q/DQ as float ops).
@@ -29,7 +43,9 @@ Q/DQ as float ops).
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+import functools
+
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import onnx
@@ -38,9 +54,13 @@ from onnx import helper, numpy_helper
 from torch import nn
 from torch.nn import functional as F
 
-from multipliers import oracle
+from modelfile.ops import LINEAR_FRACTION_BITS
+from multipliers import oracle, torch_kernels
+from multipliers.gradients import GRADIENTS
 from multipliers.multiplier import Multiplier
-from multipliers.torch_kernels import ConvParams, conv_products, exact_dtype, matmul_products, quantize_ste
+from multipliers.torch_kernels import ConvParams, exact_dtype, quantize_ste
+
+METHODS = ("auto", "decomposed", "lut", "kernel")  # "kernel": export.kernel_products
 
 _ONNX_TO_TORCH = {
     onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.DOUBLE: torch.float64,
@@ -84,17 +104,35 @@ class QDQEmulation(nn.Module):
         model: the 8-bit QDQ model (from `export.quantize.quantize_model`).
         float_weights: initializer name -> float array for weights/biases to make trainable
             (normally the fp32 model's initializers; missing ones stay fixed integers).
+        multipliers: node name -> multiplier of its products (exact ones are dropped).
+        backend: "torch", or "oracle" (numpy reference kernels of `multipliers.oracle`, no gradients).
+        method: products: "decomposed" | "lut" (`multipliers.torch_kernels`), "kernel" (axmoe's
+            C++ kernels, `export.kernel_products`, CPU), or "auto": the kernels on CPU for
+            correction-term and LUT-only multipliers, torch otherwise (`_kernel`).
+        gradient: estimator of the approximate products' backward pass, "ste" | "lut",
+            handed to the product functions.
+        trainable_floats: float initializer name -> its value (same shape), made an
+            nn.Parameter (router weights); `float_value(name)` reads it.
+        taps: tensor names whose float values each forward records in `tapped`.
+        linear_terms: node name -> int64 g [M], the linear compensation term (module docstring).
     """
 
     def __init__(self, model: onnx.ModelProto, float_weights: dict[str, np.ndarray] | None = None,
                  multipliers: Mapping[str, Multiplier] | None = None, backend: str = "torch",
-                 method: str = "auto"):
+                 method: str = "auto", *, gradient: str = "ste",
+                 trainable_floats: Mapping[str, np.ndarray] | None = None, taps: Iterable[str] = (),
+                 linear_terms: Mapping[str, np.ndarray] | None = None):
         super().__init__()
         if backend not in ("torch", "oracle"):
             raise ValueError(f"backend must be 'torch' or 'oracle', got {backend!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        if gradient not in GRADIENTS:
+            raise ValueError(f"gradient must be one of {', '.join(GRADIENTS)}, got {gradient!r}")
         self.multipliers = {k: v for k, v in (multipliers or {}).items() if not v.is_exact}
-        self.backend = backend  # "oracle": numpy reference kernels of multipliers.oracle (no gradients)
-        self.method = method  # torch products: "auto" | "decomposed" | "lut"
+        self.backend = backend
+        self.method = method
+        self.gradient = gradient
         self.graph = model.graph
         self.input_names = [i.name for i in model.graph.input]
         self.output_names = [o.name for o in model.graph.output]
@@ -110,9 +148,34 @@ class QDQEmulation(nn.Module):
                     self.params[_param_key(fname)] = nn.Parameter(
                         torch.tensor(np.asarray(float_weights[fname], dtype=np.float32)))
                     self._float_name[qname] = fname
+        self.floats = nn.ParameterDict()  # trainable float initializers (router weights)
+        for name, value in (trainable_floats or {}).items():
+            if name not in inits or not np.issubdtype(inits[name].dtype, np.floating):
+                raise ValueError(f"{name!r} is not a float initializer of the model")
+            value = np.asarray(value, dtype=inits[name].dtype)
+            if value.shape != inits[name].shape:
+                raise ValueError(f"{name}: shape {value.shape} does not match the model's {inits[name].shape}")
+            self.floats[_param_key(name)] = nn.Parameter(torch.tensor(value))
+        self._trainable_floats = [name for name in (trainable_floats or {})]
         for name, value in inits.items():
-            self.register_buffer(_param_key("c_" + name), torch.from_numpy(np.array(value)), persistent=False)
-        self._const_names = set(inits)
+            if name not in self._trainable_floats:
+                self.register_buffer(_param_key("c_" + name), torch.from_numpy(np.array(value)), persistent=False)
+        self._const_names = set(inits) - set(self._trainable_floats)
+        produced = {o for n in model.graph.node for o in n.output} | set(self.input_names)
+        self.taps = tuple(taps)
+        missing = [t for t in self.taps if t not in produced]
+        if missing:
+            raise ValueError(f"no tensor {missing[0]!r} to tap in the model")
+        self.tapped: dict[str, torch.Tensor] = {}
+        self._linear: dict[str, torch.Tensor] = {}
+        nodes = {n.name: n for n in model.graph.node}
+        for name, g in (linear_terms or {}).items():
+            if name not in nodes or nodes[name].op_type not in ("Conv", "MatMul", "Gemm"):
+                raise ValueError(f"linear term for {name!r}: no Conv/MatMul/Gemm node of that name")
+            g = np.asarray(g)
+            if g.ndim != 1 or not np.issubdtype(g.dtype, np.integer):
+                raise ValueError(f"linear term for {name!r} must be an integer vector [M], got {g.dtype} {g.shape}")
+            self._linear[name] = torch.from_numpy(g.astype(np.int64))
         unknown = {n.op_type for n in model.graph.node if n.op_type not in _OPS} - {"Constant"}
         if unknown:
             raise UnsupportedGraphError(f"emulation does not support op(s): {', '.join(sorted(unknown))}")
@@ -123,11 +186,20 @@ class QDQEmulation(nn.Module):
     def float_weight(self, name: str) -> nn.Parameter:
         return self.params[_param_key(name)]
 
+    def float_value(self, name: str) -> nn.Parameter:
+        """The trainable float initializer `name` (one of `trainable_floats`)."""
+        return self.floats[_param_key(name)]
+
     def trainable_names(self) -> list[str]:
         return list(self._float_name.values())
 
+    def trainable_float_names(self) -> list[str]:
+        return list(self._trainable_floats)
+
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         env: dict[str, object] = dict(zip(self.input_names, inputs))
+        taps = set(self.taps)
+        self.tapped = {}
         for node in self.graph.node:
             if node.op_type == "Constant":
                 env[node.output[0]] = torch.from_numpy(np.array(numpy_helper.to_array(_attrs(node)["value"]))).to(
@@ -137,6 +209,10 @@ class QDQEmulation(nn.Module):
             outs = _OPS[node.op_type](self, node, args, _attrs(node))
             for name, value in zip(node.output, outs if isinstance(outs, (list, tuple)) else (outs,)):
                 env[name] = value
+                if name in taps:
+                    self.tapped[name] = self._float(value)
+        for name in taps & set(self.input_names):
+            self.tapped[name] = inputs[self.input_names.index(name)]
         results = [self._float(env[name]) for name in self.output_names]
         return results[0] if len(results) == 1 else tuple(results)
 
@@ -145,6 +221,8 @@ class QDQEmulation(nn.Module):
             return env[name]
         if name in self._const_names:
             return self.const(name)
+        if name in self._trainable_floats:
+            return self.float_value(name)
         raise UnsupportedGraphError(f"tensor {name!r} is used before it is produced")
 
     @staticmethod
@@ -162,8 +240,16 @@ class QDQEmulation(nn.Module):
             out = oracle.lut_conv(a.detach().cpu().numpy().astype(np.int64), w.detach().cpu().numpy().astype(np.int64),
                                   mult.lut, strides=params.strides, pads=params.pads,
                                   dilations=params.dilations, group=params.group)
-            return torch.from_numpy(out.astype(np.float64)).to(a.device)
-        return conv_products(a, w, params, mult, method=self.method)
+            acc = torch.from_numpy(out.astype(np.float64)).to(a.device)
+        elif self._kernel(mult, a):
+            from export import kernel_products
+
+            acc = kernel_products.conv_products(a, w, params, mult, gradient=self.gradient)
+        else:
+            acc = torch_kernels.conv_products(a, w, params, mult, method=self.method, gradient=self.gradient)
+        if name in self._linear:
+            acc = acc.to(torch.float64) + _conv_linear_term(a, w.shape, params, self._linear[name])
+        return acc
 
     def matmul_products(self, name: str, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         mult = self.multipliers.get(name)
@@ -171,8 +257,33 @@ class QDQEmulation(nn.Module):
             out = oracle.lut_matmul(a.detach().cpu().numpy().astype(np.int64),
                                     w.detach().cpu().numpy().astype(np.int64),
                                     mult.lut)
-            return torch.from_numpy(out.astype(np.float64)).to(a.device)
-        return matmul_products(a, w, mult, method=self.method)
+            acc = torch.from_numpy(out.astype(np.float64)).to(a.device)
+        elif self._kernel(mult, a):
+            from export import kernel_products
+
+            acc = kernel_products.matmul_products(a, w, mult, gradient=self.gradient)
+        else:
+            acc = torch_kernels.matmul_products(a, w, mult, method=self.method, gradient=self.gradient)
+        return self.add_linear_term(name, a, acc)
+
+    def _kernel(self, mult: Multiplier | None, a: torch.Tensor) -> bool:
+        """Whether the products come from axmoe's C++ kernels (`export.kernel_products`): always
+        with method "kernel"; with "auto" on CPU for the multipliers where they are the faster
+        path (benchmarks/retrain_step.py, 1 thread: correction terms 1KVA 1.78x the plain fp32
+        step vs 2.92x decomposed in torch, LUT-only tables 2.7x vs ~100x for the torch gather),
+        while exact products and single-term mask forms stay in torch (1L2L 1.82x vs 2.02x)."""
+        if self.method == "kernel":
+            return True
+        if self.method != "auto" or a.device.type != "cpu" or mult is None or mult.is_exact:
+            return False
+        dec = mult.decomposition
+        return (not dec.exact or dec.num_terms > 1) and _kernels_available()
+
+    def add_linear_term(self, name: str, a: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
+        """acc (..., M) of a MatMul/Gemm plus its linear term of the rows of a (..., K), if any."""
+        if name not in self._linear:
+            return acc
+        return acc.to(torch.float64) + _matmul_linear_term(a, self._linear[name])
 
     # --------------------------------------------------------------------- quantization
     def dequantize(self, node, args, attrs):
@@ -224,6 +335,33 @@ class Accumulator:
         self.scale = scale
 
 
+def _rounded_term(g: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
+    """floor((g * S + 2^(F-1)) / 2^F) in int64, as float64 (exact: |t| < 2^53)."""
+    half = 1 << (LINEAR_FRACTION_BITS - 1)
+    t = torch.div(g * sums + half, 1 << LINEAR_FRACTION_BITS, rounding_mode="floor")
+    return t.to(torch.float64)
+
+
+@torch.no_grad()
+def _conv_linear_term(a: torch.Tensor, w_shape: torch.Size, params: ConvParams, g: torch.Tensor) -> torch.Tensor:
+    """t (N, M, *S') of a conv: S from a ones kernel [G, C/G, *k] with groups G, each group's sum
+    repeated to its M/G output channels."""
+    m, groups = int(w_shape[0]), params.group
+    if g.numel() != m:
+        raise UnsupportedGraphError(f"linear term has {g.numel()} coefficients for {m} output channels")
+    ones = torch.ones((groups, *w_shape[1:]), dtype=torch.float64, device=a.device)
+    sums = _float_conv(a.detach().to(torch.float64), ones, params)  # (N, G, *S'), exact integers
+    sums = sums.repeat_interleave(m // groups, dim=1).to(torch.int64)
+    return _rounded_term(_channel(g.to(a.device), sums.ndim), sums)
+
+
+@torch.no_grad()
+def _matmul_linear_term(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """t (..., M) of a MatMul: S = sum_k a[..., k] of each row."""
+    sums = a.detach().to(torch.float64).sum(dim=-1, keepdim=True).to(torch.int64)
+    return _rounded_term(g.to(a.device), sums)
+
+
 def _channel(scale: torch.Tensor, ndim: int, axis: int = 1) -> torch.Tensor:
     """Per-channel (or scalar) scale shaped to broadcast along `axis` of an ndim tensor."""
     if scale.numel() == 1:
@@ -244,7 +382,7 @@ def _conv(em, node, args, attrs):
     if isinstance(x, QTensor) and isinstance(w, QTensor):
         acc = em.conv_products(node.name, x.ints, w.ints, params)
         scale = (x.scale.reshape(()) * w.scale.reshape(-1)).to(torch.float32)
-        if isinstance(b, QTensor):
+        if _bias_in_accumulator(b, scale):
             return Accumulator(acc + _channel(b.ints.to(acc.dtype), acc.ndim), _channel(scale, acc.ndim))
         out = acc.to(torch.float32) * _channel(scale, acc.ndim)
     else:
@@ -252,6 +390,27 @@ def _conv(em, node, args, attrs):
     if b is not None:
         out = out + _channel(em._float(b), out.ndim)
     return out
+
+
+@functools.cache
+def _kernels_available() -> bool:
+    from runtime.ort import LibraryNotFoundError, library_path
+
+    try:
+        library_path()
+    except LibraryNotFoundError:
+        return False
+    return True
+
+
+def _bias_in_accumulator(b, scale: torch.Tensor) -> bool:
+    """An int32 bias joins the accumulator only at its scale s_x * s_w (what QLinearConv and
+    the approximation pass assume); a bias quantized at any other scale is added in float, as
+    onnxruntime does when it leaves such a node unfused."""
+    if not isinstance(b, QTensor):
+        return False
+    bias_scale, accumulator_scale = torch.broadcast_tensors(b.scale.reshape(-1).float(), scale.reshape(-1).float())
+    return bool(torch.allclose(bias_scale, accumulator_scale, rtol=1e-6, atol=0.0))
 
 
 def _float_conv(x, w, params: ConvParams):
@@ -267,6 +426,7 @@ def _int_matmul(em, node, a: QTensor, b: QTensor, transpose_b: bool = False) -> 
         if b.scale.numel() > 1:
             raise UnsupportedGraphError(f"{node.name}: per-channel scale on a batched MatMul operand")
         acc = torch.matmul(a.ints.to(exact_dtype(w.shape[-2])), w.to(exact_dtype(w.shape[-2])))
+        acc = em.add_linear_term(node.name, a.ints, acc)
     else:
         acc = em.matmul_products(node.name, a.ints, w)
     scale = (a.scale.reshape(()) * b.scale.reshape(-1)).to(torch.float32)
@@ -287,7 +447,7 @@ def _gemm(em, node, args, attrs):
     trans_a, trans_b = attrs.get("transA", 0), attrs.get("transB", 0)
     if isinstance(a, QTensor) and isinstance(b, QTensor) and not trans_a and alpha == 1.0:
         out = _int_matmul(em, node, a, b, transpose_b=bool(trans_b))
-        if isinstance(c, QTensor) and beta == 1.0:
+        if _bias_in_accumulator(c, out.scale) and beta == 1.0:
             return Accumulator(out.acc + c.ints.to(out.acc.dtype).reshape(-1), out.scale)
         out = em._float(out)
     else:

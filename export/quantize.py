@@ -115,7 +115,37 @@ def fix_uncalibrated(model: onnx.ModelProto) -> list[str]:
                 inits[scale_name].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(other), scale_name))
                 break
         fixed.append(name.removesuffix("_zero_point"))
+    _requantize_biases(model, {f + "_scale" for f in fixed})
     return fixed
+
+
+def _requantize_biases(model: onnx.ModelProto, activation_scales: set[str]) -> None:
+    """Bring the int32 bias of every Conv/Gemm whose activation scale `fix_uncalibrated`
+    changed back to scale s_x * s_w. onnxruntime's quantizer wrote it at the placeholder
+    s_x = 1 (scale s_w), so a QDQ fusion (QLinearConv: bias at s_x * s_w) does not apply and
+    the deployed integer graph would differ from the one the scheme describes:
+        b' = round(b * s_b / (s_x * s_w)),  s_b' = s_x * s_w  (per output channel)."""
+    if not activation_scales:
+        return
+    inits = {i.name: i for i in model.graph.initializer}
+    dq = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3:
+            continue
+        x, w, b = (dq.get(name) for name in node.input[:3])
+        if x is None or w is None or b is None or x.input[1] not in activation_scales:
+            continue
+        if b.input[0] not in inits or b.input[1] not in inits or w.input[1] not in inits:
+            continue
+        bias = numpy_helper.to_array(inits[b.input[0]])
+        if bias.dtype != np.int32:
+            continue
+        old = numpy_helper.to_array(inits[b.input[1]]).astype(np.float64)
+        new = (numpy_helper.to_array(inits[x.input[1]]).astype(np.float32)
+               * numpy_helper.to_array(inits[w.input[1]]).astype(np.float32))
+        ints = np.clip(np.round(bias * old / new.astype(np.float64)), np.iinfo(np.int32).min, np.iinfo(np.int32).max)
+        inits[b.input[0]].CopyFrom(numpy_helper.from_array(ints.astype(np.int32), b.input[0]))
+        inits[b.input[1]].CopyFrom(numpy_helper.from_array(new.astype(np.float32).reshape(old.shape), b.input[1]))
 
 
 # ------------------------------------------------------------------------------ checking
@@ -170,4 +200,20 @@ def check_scheme(model: onnx.ModelProto) -> list[str]:
             problems.append(f"{op.node}: activation {op.activation_dtype} zero point {op.activation_zero_point}")
         if op.weight_is_constant and (op.weight_dtype != "int8" or any(op.weight_zero_points)):
             problems.append(f"{op.node}: weight {op.weight_dtype} zero points {set(op.weight_zero_points)}")
+    inits = {i.name: i for i in model.graph.initializer}
+    producers = _producers(model)
+
+    def scale_of(name):
+        dq = producers.get(name)
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[1] not in inits:
+            return None
+        return numpy_helper.to_array(inits[dq.input[1]]).astype(np.float32).ravel()
+
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3:
+            continue
+        sx, sw, sb = (scale_of(name) for name in node.input[:3])
+        if sx is not None and sw is not None and sb is not None and not np.allclose(
+                *np.broadcast_arrays(sb, sx * sw), rtol=1e-6, atol=0.0):
+            problems.append(f"{node.name}: int32 bias not at scale s_x * s_w")
     return problems

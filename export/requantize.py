@@ -7,6 +7,10 @@ exactly as the emulation (`export.emulation`) quantizes them in its forward pass
     weight  W_q = clamp(round_half_even(W / s_w[c]), -127, 127)      int8, per output channel
     bias    b_q = round_half_even(b / (s_x * s_w[c]))                 int32 (stored bias scale)
 
+Float initializers (the router weights the exporter keeps in float) are written back as they
+are: `float_initializers` maps them to the float state dict (the initializer is a parameter
+or its transpose, as the exporter lays a Linear out for MatMul), `write_floats` stores them.
+
 `quantization_state` / `apply_quantization_state` carry every scale and zero point of a
 model, so a retrained checkpoint re-exported by `python -m export.to_onnx` reproduces the
 retrained int8 model bit for bit.
@@ -14,11 +18,15 @@ retrained int8 model bit for bit.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from export.fp32 import module_path_of
+
+_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
 
 
 def _axis_shape(node: onnx.NodeProto, scale: np.ndarray, ndim: int) -> tuple[int, ...]:
@@ -81,3 +89,50 @@ def apply_quantization_state(model: onnx.ModelProto, state: Mapping[str, np.ndar
     for name, value in state.items():
         inits[name].CopyFrom(numpy_helper.from_array(np.asarray(value), name))
     write_weights(model, float_weights)
+
+
+def float_initializers(model: onnx.ModelProto, node_names: Iterable[str],
+                       parameters: Mapping[str, np.ndarray]) -> dict[str, tuple[str, bool]]:
+    """Float initializers read by `node_names` that hold a parameter of the node's module.
+
+    A node named with module scope `path` (`export.fp32.module_path_of`) reads a float initializer
+    I; I belongs to parameter `path.<p>` of `parameters` when I == P or I == P^T bit for bit
+    (the exporter writes Linear weights transposed for MatMul, under a generated name).
+
+    Returns:
+        initializer name -> (parameter name, transposed).
+    """
+    inits = {i.name: i for i in model.graph.initializer}
+    wanted = set(node_names)
+    out: dict[str, tuple[str, bool]] = {}
+    for node in model.graph.node:
+        if node.name not in wanted:
+            continue
+        path = module_path_of(node.name)
+        for name in node.input:
+            if name not in inits or name in out or inits[name].data_type not in _FLOAT_TYPES:
+                continue
+            value = numpy_helper.to_array(inits[name])
+            for pname, p in parameters.items():
+                if pname.rpartition(".")[0] != path:
+                    continue
+                p = np.asarray(p)
+                if p.shape == value.shape and np.array_equal(p, value):
+                    out[name] = (pname, False)
+                elif p.ndim == 2 and p.T.shape == value.shape and np.array_equal(p.T, value):
+                    out[name] = (pname, True)
+    return out
+
+
+def write_floats(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> list[str]:
+    """Replace, in place, the float initializers named in `values` (same shape and dtype)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    for name, value in values.items():
+        if name not in inits:
+            raise ValueError(f"the model has no initializer {name!r}")
+        stored = numpy_helper.to_array(inits[name])
+        value = np.asarray(value, dtype=stored.dtype)
+        if value.shape != stored.shape:
+            raise ValueError(f"{name}: shape {value.shape} does not match the model's {stored.shape}")
+        inits[name].CopyFrom(numpy_helper.from_array(value, name))
+    return list(values)

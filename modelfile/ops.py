@@ -4,17 +4,21 @@ models that use them. Call `register_schemas()` (idempotent) before checking a m
     axmoe.ApproxMul(A: int8[*], B: int8[*], LUT: int32[256, 256]) -> Y: int32[*]
         Y[i] = LUT[A[i] + 128, B[i] + 128]           (A and B have the same shape)
 
-    axmoe.ApproxConvInteger(x, w, x_zero_point?, w_zero_point?, LUT) -> y: int32
+    axmoe.ApproxConvInteger(x, w, x_zero_point?, w_zero_point?, LUT, linear?) -> y: int32
         ONNX ConvInteger (same inputs, attributes, output shape) with every product
         LUT[a + 128, b + 128], a = x - x_zero_point, b = w. x: uint8 with zero point 128 or
-        int8 with zero point 0; w: int8 with zero point 0; LUT: int32 [256, 256], last input.
+        int8 with zero point 0; w: int8 with zero point 0; LUT: int32 [256, 256].
+        linear (optional, int64 [M]): y[n, o, p] += floor((g_o * S + 2^(F-1)) / 2^F), the
+        `linear` compensation term (LINEAR_FRACTION_BITS below), S = sum of a over the
+        receptive field of (n, o, p).
 
-    axmoe.ApproxMatMulInteger(A, B, a_zero_point?, b_zero_point?, LUT) -> Y: int32
-        ONNX MatMulInteger likewise (numpy broadcasting of batch dims).
+    axmoe.ApproxMatMulInteger(A, B, a_zero_point?, b_zero_point?, LUT, linear?) -> Y: int32
+        ONNX MatMulInteger likewise (numpy broadcasting of batch dims); linear int64 [N],
+        S = sum_k a[..., m, k] of the row.
 
 Omitted zero points are empty input names, as in ONNX. Type and shape inference of the two
-integer ops is ConvInteger's / MatMulInteger's own (the trailing LUT input does not change
-the output), so rewritten graphs keep their inferred shapes.
+integer ops is ConvInteger's / MatMulInteger's own (the trailing LUT and linear inputs do not
+change the output), so rewritten graphs keep their inferred shapes.
 """
 
 from __future__ import annotations
@@ -44,7 +48,10 @@ _INT_TYPES = [
     ("T1", ["tensor(uint8)", "tensor(int8)"], "activation: uint8 (zero point 128) or int8 (zero point 0)"),
     ("T2", ["tensor(int8)"], "weight: int8 (zero point 0)"),
     ("T3", ["tensor(int32)"], "LUT and output"),
+    ("T4", ["tensor(int64)"], "linear compensation coefficients"),
 ]
+_LINEAR_DOC = ("linear compensation coefficients g, int64 [{channels}] (one per output channel): "
+               "every output adds floor((g * S + 2^15) / 2^16), S the sum of its activation operands")
 
 
 def _approx_mul_schema() -> defs.OpSchema:
@@ -74,6 +81,7 @@ def _approx_conv_integer_schema() -> defs.OpSchema:
             _Param("x_zero_point", "T1", "128 for uint8 x, 0 for int8 x (scalar)", param_option=_Optional),
             _Param("w_zero_point", "T2", "0 (scalar or [M])", param_option=_Optional),
             _Param("LUT", "T3", _LUT_DOC),
+            _Param("linear", "T4", _LINEAR_DOC.format(channels="M"), param_option=_Optional),
         ],
         outputs=[_Param("y", "T3", "int32 [N, M, OL] or [N, M, OH, OW]")],
         type_constraints=_INT_TYPES,
@@ -102,6 +110,7 @@ def _approx_matmul_integer_schema() -> defs.OpSchema:
             _Param("a_zero_point", "T1", "128 for uint8 A, 0 for int8 A (scalar or [M])", param_option=_Optional),
             _Param("b_zero_point", "T2", "0 (scalar or [N])", param_option=_Optional),
             _Param("LUT", "T3", _LUT_DOC),
+            _Param("linear", "T4", _LINEAR_DOC.format(channels="N"), param_option=_Optional),
         ],
         outputs=[_Param("Y", "T3", "int32 [..., M, N], batch dims broadcast")],
         type_constraints=_INT_TYPES,

@@ -28,7 +28,10 @@ fails: it never returns an invalid model.
 `--compensate MODE` (or `compensate:` in a plan, per override too) first tunes the int8
 weights and biases of every op for the multiplier the plan gives it (`passes.compensate`,
 statistics of the exact model on `--calibration DATASET[:N]` images, default the model's own
-dataset, 512 train images): zero runtime cost, the rewrite is the same.
+dataset, 512 train images): zero runtime cost, the rewrite is the same. `linear` also fits a
+term in the sum of each output's activations: the rewrite of every op whose
+`axmoe.compensation` record has coefficients (`linear`) adds it in its lowering (one
+reduction per output pixel, reported as `linear_additions` per batch row, 0 multiplies).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from onnx_ir.passes import InPlacePass, PassResult
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from modelfile import metadata
-from modelfile.ops import DOMAIN, VERSION, register_schemas
+from modelfile.ops import DOMAIN, LINEAR_FRACTION_BITS, VERSION, register_schemas
 from multipliers import Multiplier
 from passes import model_io, validity
 from passes.calibration import DEFAULT_IMAGES, CompensationError, parse_spec
@@ -75,6 +78,7 @@ class NodeReport:
     terms: int | None = None
     reduction: int | None = None  # K, products per output
     macs_per_row: int | None = None  # per batch row (image / routed row), when shapes are known
+    linear_additions: int | None = None  # the linear compensation term's reduction, per batch row (0 multiplies)
     rule: str | None = None
 
     def to_dict(self) -> dict:
@@ -137,6 +141,34 @@ def choose_lowering(op: IntegerOp, mult: Multiplier, requested: str,
     return "lut", "auto: custom op (fast path or LUT)"
 
 
+def linear_worst_case(linear: np.ndarray | None, reduction: int) -> int:
+    """Bound on |t| = |floor((g S + 2^(F-1)) / 2^F)| for |S| <= 128 K (the int32 check)."""
+    if linear is None or not len(linear):
+        return 0
+    return -(-int(np.abs(linear).max()) * 128 * reduction // (1 << LINEAR_FRACTION_BITS)) + 1
+
+
+def _linear_additions(op: IntegerOp, macs_per_row: int | None) -> int | None:
+    """One sum of K activations per output pixel and group: macs_per_row x G / M."""
+    if macs_per_row is None:
+        return None
+    group = int(op.attributes.get("group", 1)) if op.kind == "conv" else 1
+    return macs_per_row * group // op.out_channels
+
+
+def recorded_linear_terms(model: ir.Model) -> dict[str, tuple[str, np.ndarray]]:
+    """node -> (multiplier it was fitted for, int64 g) from the model's axmoe.compensation record."""
+    text = model.metadata_props.get(metadata.COMPENSATION.name)
+    if not text:
+        return {}
+    try:
+        record = metadata.COMPENSATION.decode(text)
+    except ValueError as exc:
+        raise ApproximationError(f"model metadata {metadata.COMPENSATION.name} is not JSON ({exc})") from None
+    return {n["node"]: (n.get("multiplier"), np.asarray(n["linear"], np.int64))
+            for n in record.get("nodes", []) if n.get("linear")}
+
+
 def _macs_per_row(op: IntegerOp) -> int | None:
     shape = op.node.outputs[0].shape
     if shape is None or len(shape) < 2:
@@ -164,6 +196,7 @@ class ApproximationPass(InPlacePass):
     def call(self, model: ir.Model) -> PassResult:
         graph = model.graph
         self.opset = model.opset_imports.get("", 1)
+        self.linear = recorded_linear_terms(model)
         found = find_candidates(graph)
         ops = [c for _, c in found if isinstance(c, IntegerOp)]
         assignments = self.assignments if self.assignments is not None else assign(self.plan, ops)
@@ -206,7 +239,13 @@ class ApproximationPass(InPlacePass):
             entry.status, entry.lowering, entry.reason = "exact", "none", "exact multiplier: op unchanged"
             self.assignment[name]["lowering"] = "none"
             return False
-        worst = int(np.abs(lut).max()) * op.reduction
+        linear = None
+        if name in self.linear:
+            fitted_for, linear = self.linear[name]
+            if fitted_for != table.name:
+                raise ApproximationError(f"{name}: its linear compensation term was fitted for {fitted_for}, the plan "
+                                         f"gives {table.name}; compensate for this plan (--compensate linear)")
+        worst = int(np.abs(lut).max()) * op.reduction + linear_worst_case(linear, op.reduction)
         if worst >= INT32_LIMIT:
             return self._skip(entry, reject(op.node, Reason.INT32_OVERFLOW, max_abs=int(np.abs(lut).max()),
                                             reduction=op.reduction))
@@ -215,11 +254,16 @@ class ApproximationPass(InPlacePass):
             return self._skip(entry, chosen)
         lowering, why = chosen
         try:
-            entry.terms = rule.rewrite(graph, op, table, lowering, bitwise=self.opset >= 18)
+            entry.terms = rule.rewrite(graph, op, table, lowering, bitwise=self.opset >= 18, linear=linear)
         except MaskUnsupported:
             return self._skip(entry, reject(op.node, Reason.INT8_MASK_NEEDS_BITWISE))
         entry.status, entry.lowering, entry.reason = "rewritten", lowering, why
         self.assignment[name]["lowering"] = lowering
+        if linear is not None:
+            entry.linear_additions = _linear_additions(op, entry.macs_per_row)
+            self.assignment[name]["linear"] = True
+            if entry.linear_additions is not None:
+                self.assignment[name]["linear_additions"] = entry.linear_additions
         return True
 
     @staticmethod
@@ -296,7 +340,10 @@ def _compensate(proto: onnx.ModelProto, plan: Plan, calibration, stats, leave: d
     tables = {name: product_table(a.multiplier, plan.operand_order) for name, a in assignments.items()}
     modes = {name: "none" if name in leave else a.compensate for name, a in assignments.items()}
     if stats is None and any(modes[name] != "none" and not tables[name].is_exact for name in modes):
-        stats = calibration if isinstance(calibration, calib.ActivationStats) else calib.statistics(proto, calibration)
+        linear = any(modes[name] == "linear" and not tables[name].is_exact for name in modes)
+        pixels = calib.LINEAR_PIXELS if linear else 0
+        stats = calibration if isinstance(calibration, calib.ActivationStats) else \
+            calib.statistics(proto, calibration, pixels=pixels)
     out, report = compensate(proto, tables, stats, plan.compensate,
                              modes={name: mode for name, mode in modes.items() if mode != plan.compensate})
     for entry in report.nodes:
@@ -333,9 +380,10 @@ def create_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--lowering", choices=["auto", "lut", "decomposed"],
                    help="override the plan's lowering (default auto)")
     p.add_argument("--compensate", choices=COMPENSATE_MODES, metavar="MODE",
-                   help="error compensation without retraining, at zero runtime cost: "
-                        f"{' | '.join(COMPENSATE_MODES)} (linear: not yet); tunes the int8 weights (weights) "
-                        "and/or int32 biases (bias) for each op's multiplier; overrides the plan's "
+                   help="error compensation without retraining: "
+                        f"{' | '.join(COMPENSATE_MODES)}; tunes the int8 weights (weights) "
+                        "and/or int32 biases (bias) for each op's multiplier; linear adds a term in the sum of "
+                        "each output's activations (one extra reduction per output pixel); overrides the plan's "
                         "compensate (default none)")
     p.add_argument("--calibration", metavar="DATASET[:N]",
                    help="images the compensation statistics come from (the exact int8 model run on them): "
@@ -479,8 +527,9 @@ def describe_compensation(record: dict) -> str:
              else f"{source['n']} images" if "n" in source else "no calibration needed")
     weights = sum(n.get("weights_changed", 0) for n in done)
     biases = sum(1 for n in done if n.get("bias"))
+    linear = sum(1 for n in done if n.get("linear"))
     return (f"compensation {record['mode']} ({where}): {len(done)} op(s) compensated, {weights} weights tuned, "
-            f"{biases} biases corrected")
+            f"{biases} biases corrected" + (f", {linear} linear terms" if linear else ""))
 
 
 def main(argv=None) -> int:

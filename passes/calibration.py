@@ -18,6 +18,14 @@ one output position collects, averaged over positions and images.
 Experts of an MoE layer read only the rows routed to them (sparse dispatch: the expert's
 input is a Gather of the routed rows), so their statistics are routed-rows-only by
 construction; `rows` says how many rows each op saw.
+
+`linear` compensation (a least-squares fit of the per-output error on S, the sum of the
+activations of one output's receptive field) needs S and the error jointly, which per-channel
+histograms do not keep. `collect(..., pixels=P)` therefore also keeps, per op, a uniform
+random sample (without replacement, over every output position of every image / routed row /
+token row the op saw) of P receptive fields: `patches` int8 (P, C, taps), the signed a of each
+product, padding as 0 (matmul: (P, K, 1), one row each). The sample is drawn with a fixed seed
+per op (a random key per position, the P smallest kept), so statistics are reproducible.
 """
 
 from __future__ import annotations
@@ -34,6 +42,9 @@ from passes.rules import find_candidates
 
 DEFAULT_IMAGES = 512
 BATCH = 64
+#: receptive fields sampled per op for the `linear` mode's least-squares fit
+LINEAR_PIXELS = 4096
+_SEED = 1601
 
 
 class CompensationError(ValueError):
@@ -48,6 +59,8 @@ class NodeStats:
     kind: str  # conv | matmul
     hist: np.ndarray  # int64 (C, taps, 256): count of a = q - zp at index a + 128
     rows: int = 0  # batch rows the op saw (images, routed rows, or token rows for matmul)
+    patches: np.ndarray | None = None  # int8 (P, C, taps): sampled receptive fields (collect(pixels=P))
+    keys: np.ndarray | None = field(default=None, repr=False)  # their sampling keys (float64 (P,))
 
     @property
     def channel_hist(self) -> np.ndarray:
@@ -149,15 +162,17 @@ def parse_spec(spec: str | None) -> tuple[str | None, int]:
     return name or None, n
 
 
-def statistics(model: onnx.ModelProto, calibration=None, threads: int | None = None) -> ActivationStats:
+def statistics(model: onnx.ModelProto, calibration=None, threads: int | None = None,
+               pixels: int = 0) -> ActivationStats:
     """`collect` on the images `calibration` names: a "DATASET[:N]" spec or None (`parse_spec`,
     `calibration_images`: train split), or preprocessed images (N, C, S, S) themselves."""
     if calibration is not None and not isinstance(calibration, str):
         images = np.asarray(calibration, dtype=np.float32)
-        return collect(model, images, threads=threads, source={"n": int(images.shape[0]) if images.ndim else 0})
+        return collect(model, images, threads=threads, pixels=pixels,
+                       source={"n": int(images.shape[0]) if images.ndim else 0})
     dataset, n = parse_spec(calibration)
     images, source = calibration_images(model, dataset, n=n)
-    return collect(model, images, threads=threads, source=source)
+    return collect(model, images, threads=threads, source=source, pixels=pixels)
 
 
 # ---------------------------------------------------------------------------- counting
@@ -187,6 +202,55 @@ def matmul_histogram(a: np.ndarray) -> np.ndarray:
     return np.bincount(flat.ravel(), minlength=k * 256).reshape(k, 1, 256)
 
 
+def conv_patches(a: np.ndarray, attributes: dict, positions: np.ndarray) -> np.ndarray:
+    """int8 (P, C, taps) receptive fields of the flat output positions `positions` (index into
+    (N, *out)) of a conv reading the signed activations `a` (N, C, *S), padding as 0."""
+    spatial = a.ndim - 2
+    kernel, strides = attributes["kernel_shape"], attributes["strides"]
+    pads, dilations = attributes["pads"], attributes["dilations"]
+    padded = np.pad(a.astype(np.int8), [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)])
+    out = [(padded.shape[2 + i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1 for i in range(spatial)]
+    index = np.unravel_index(positions, (a.shape[0], *out))
+    taps = []
+    for tap in np.ndindex(*kernel):
+        where = tuple(index[1 + i] * strides[i] + tap[i] * dilations[i] for i in range(spatial))
+        taps.append(padded[(index[0][:, None], np.arange(a.shape[1])[None, :], *(w[:, None] for w in where))])
+    return np.stack(taps, axis=2)  # (P, C, taps)
+
+
+def output_positions(op: IntegerOp, q: np.ndarray) -> int:
+    """Output positions of one batch: rows x output pixels (conv) or rows (matmul)."""
+    if op.kind == "matmul":
+        return int(np.prod(q.shape[:-1]))
+    spatial = q.ndim - 2
+    at = op.attributes
+    size = 1
+    for i in range(spatial):
+        extent = q.shape[2 + i] + at["pads"][i] + at["pads"][i + spatial]
+        size *= (extent - at["dilations"][i] * (at["kernel_shape"][i] - 1) - 1) // at["strides"][i] + 1
+    return int(q.shape[0]) * size
+
+
+def sample_patches(op: IntegerOp, q: np.ndarray, entry: NodeStats, pixels: int, rng: np.random.Generator) -> None:
+    """Merge this batch's receptive fields into `entry`'s uniform sample of `pixels` (module docstring)."""
+    count = output_positions(op, q)
+    if count == 0:
+        return
+    keys = rng.random(count)
+    take = np.argsort(keys, kind="stable")[:pixels]
+    a = q.astype(np.int16) - op.x_zero_point
+    if op.kind == "conv":
+        patches = conv_patches(a, op.attributes, take)
+    else:
+        patches = a.reshape(-1, a.shape[-1])[take].astype(np.int8)[:, :, None]
+    if entry.patches is None:
+        entry.patches, entry.keys = patches, keys[take]
+        return
+    all_keys = np.concatenate([entry.keys, keys[take]])
+    keep = np.argsort(all_keys, kind="stable")[:pixels]
+    entry.patches, entry.keys = np.concatenate([entry.patches, patches])[keep], all_keys[keep]
+
+
 def histogram(op: IntegerOp, q: np.ndarray) -> np.ndarray:
     """The (C, taps, 256) histogram of one batch of the op's quantized input `q`."""
     a = q.astype(np.int16) - op.x_zero_point
@@ -207,10 +271,14 @@ def candidates(model: onnx.ModelProto) -> list[IntegerOp]:
 
 
 def collect(model: onnx.ModelProto, images: np.ndarray, batch: int = BATCH, threads: int | None = None,
-            source: dict | None = None) -> ActivationStats:
+            source: dict | None = None, pixels: int = 0) -> ActivationStats:
     """Histograms of every candidate op's signed activation over `images`, from the exact
-    int8 `model` run in onnxruntime (see module docstring)."""
+    int8 `model` run in onnxruntime, and with `pixels` > 0 a sample of that many receptive
+    fields per op (see module docstring)."""
     from runtime.ort import session
+
+    if not isinstance(pixels, (int, np.integer)) or isinstance(pixels, bool) or pixels < 0:
+        raise CompensationError(f"pixels must be a whole number >= 0 (got {pixels!r})")
 
     images = np.asarray(images)
     if images.ndim == 0 or images.shape[0] == 0:
@@ -236,6 +304,7 @@ def collect(model: onnx.ModelProto, images: np.ndarray, batch: int = BATCH, thre
                                 f"{tuple('?' if e is None else e for e in expected[1:])}")
     wanted = sorted({op.x.name for op in ops if op.x.name not in graph_inputs})
     stats = {op.name: NodeStats(op.name, op.kind, _empty(op)) for op in ops}
+    rngs = {op.name: np.random.default_rng([_SEED, i]) for i, op in enumerate(ops)}
     for start in range(0, images.shape[0], batch):
         x = images[start:start + batch]
         values = dict(zip(wanted, sess.run(wanted, {declared.name: x}))) if wanted else {}
@@ -247,5 +316,7 @@ def collect(model: onnx.ModelProto, images: np.ndarray, batch: int = BATCH, thre
                 continue
             counted = histogram(op, q)
             entry.hist += counted
+            if pixels:
+                sample_patches(op, q, entry, int(pixels), rngs[op.name])
             entry.rows += int(np.prod(q.shape[:-1])) if op.kind == "matmul" else int(q.shape[0])
     return ActivationStats(stats, dict(source or {"n": int(images.shape[0])}))

@@ -1,5 +1,6 @@
 """Error compensation without retraining: tune the integers an int8 model already has so the
-systematic part of each approximate multiplier's error cancels, at zero runtime cost.
+systematic part of each approximate multiplier's error cancels, at zero runtime cost (modes
+none | bias | weights | weights+bias), or at one extra reduction per output pixel (linear).
 
     stats = calibration.collect(int8, images)                  # exact int8 model, onnxruntime
     model, report = compensate(int8, {node: multiplier, ...}, stats, "weights+bias")
@@ -18,7 +19,24 @@ kernel tap, `passes.calibration`), and M the multiplier:
   exact from the LUT (ties: w itself, then the closest to w, then the smaller);
 - `bias`: per output channel o, c_o = sum_k E_h[M(a, w'_ok) - a w_ok] (w' = w without weight
   tuning) is rounded (half to even) and subtracted from the int32 bias;
-- `weights+bias`: both, the bias computed after tuning.
+- `weights+bias`: both, the bias computed after tuning;
+- `linear` (control variate): weights+bias plus a term linear in S = sum_k a_k, the sum of the
+  activations of one output's receptive field. Per output channel o the residual error after
+  tuning, e_o = approx_acc - exact_acc of one output pixel, is fitted by least squares
+  e_o ~ beta_o + gamma_o S. gamma_o = Cov(S, e_o) / Var(S) over a uniform sample of
+  `calibration.LINEAR_PIXELS` receptive fields per op (`collect(..., pixels=P)`, the exact
+  e of each from the LUT); the means E[e_o] and E[S] are exact, from the histograms, so the
+  intercept is beta_o = E[e_o] - gamma_o E[S] (with gamma = 0 this is the bias mode's
+  correction). The rewrite adds t_o = floor((g_o S + 2^(F-1)) / 2^F), g_o = round(-gamma_o 2^F),
+  F = `modelfile.ops.LINEAR_FRACTION_BITS`, in every lowering (the custom op's `linear` input,
+  or standard ops: `passes.lowering.add_linear`), and the bias takes
+  c_o = round(E[e_o] + g_o E[S] / 2^F), so bias and term together are that fit. An op without
+  a bias input (QLinearMatMul) fits e_o ~ gamma_o S through the origin. g is not an integer
+  the int8 model has: it is recorded per node (`linear` in the `axmoe.compensation` metadata,
+  `linear_terms(model)` reads it back, keyed by the original node name) and the approximation
+  pass applies it; the extra work is one reduction of K additions per output pixel and group
+  (1/M of the op's MACs, no multiplies at exact-adder cost), which the pass reports per node
+  as `linear_additions`.
 
 Where the bias goes, by source form (the pass reads it back as the op's bias):
 
@@ -31,7 +49,7 @@ Where the bias goes, by source form (the pass reads it back as the op's bias):
     QLinearMatMul                           none: the op has no bias (weights only; reported)
     ConvInteger / MatMulInteger             an int32 Add after the op
 
-With the exact multiplier (or mode "none") nothing changes and the model is returned as it
+With the exact multiplier (or mode "none") nothing changes (g = 0: no term is recorded) and the model is returned as it
 was, byte for byte. Otherwise the model's `axmoe.compensation` metadata records the mode, the
 calibration set and each node's corrections.
 """
@@ -47,25 +65,29 @@ import onnx_ir as ir
 import multipliers
 from modelfile import metadata
 from multipliers import Multiplier
+from modelfile.ops import LINEAR_FRACTION_BITS
 from passes.calibration import ActivationStats, CompensationError
 from passes.candidates import IntegerOp
 from passes.rules import find_candidates
 from passes.rules._operands import through_identity
 
-MODES = ("none", "bias", "weights", "weights+bias")
+MODES = ("none", "bias", "weights", "weights+bias", "linear")
+LINEAR_LIMIT = 1 << 31  # |g| the kernels accept (runtime/ort/csrc/cpu/op_util.h)
 W_MIN, W_MAX = -127, 127
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 _OPERANDS = np.arange(-128, 128, dtype=np.int64)
 _CHUNK = 4096  # (histogram, weight) pairs per vectorised argmin
 
 __all__ = ["MODES", "CompensationError", "CompensationReport", "ErrorModel", "NodeCompensation", "compensate",
-           "parse_mode", "uniform_assignment"]
+           "linear_fit", "linear_terms", "parse_mode", "uniform_assignment"]
 
 
 def parse_mode(mode: str) -> tuple[bool, bool]:
-    """(tune weights, correct bias) of a mode name."""
+    """(tune weights, correct bias) of a mode name (linear: both, plus the linear term)."""
     if mode not in MODES:
         raise CompensationError(f"unknown compensation mode {mode!r} (valid: {', '.join(MODES)})")
+    if mode == "linear":
+        return True, True
     return "weights" in mode, "bias" in mode
 
 
@@ -145,10 +167,12 @@ def weight_layout(op: IntegerOp, channels: int) -> tuple[np.ndarray, np.ndarray]
     return np.broadcast_to(np.arange(k)[:, None], (k, n)), np.broadcast_to(np.arange(n)[None, :], (k, n))
 
 
-def corrections(op: IntegerOp, lut: np.ndarray, hist: np.ndarray, tune: bool, bias: bool
-                ) -> tuple[np.ndarray, np.ndarray, dict]:
+def corrections(op: IntegerOp, lut: np.ndarray, hist: np.ndarray, tune: bool, bias: bool,
+                patches: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray | None]:
     """(tuned int8 weight in op.weight's layout, int64 bias correction per output channel
-    (zeros unless `bias`), error summary) for one op under histogram `hist` (C, taps, 256)."""
+    (zeros unless `bias`), error summary, int64 linear coefficients g (None unless `patches`,
+    the sampled receptive fields of the linear mode, are given)) for one op under histogram
+    `hist` (C, taps, 256)."""
     channels, taps = hist.shape[:2]
     model = ErrorModel(lut, hist.reshape(channels * taps, 256))
     index, out = weight_layout(op, channels)
@@ -168,7 +192,89 @@ def corrections(op: IntegerOp, lut: np.ndarray, hist: np.ndarray, tune: bool, bi
                "mean_abs_bias_after": float(np.abs(after - correction).mean()),
                "squared_error_before": float(model.squared_error_sums(index, w, w).sum() / samples),
                "squared_error_after": float(model.squared_error_sums(index, w, w_new).sum() / samples)}
-    return w_new.astype(np.int8), correction, summary
+    g = None
+    if patches is not None:
+        errors, sums = patch_errors(op, lut, w, w_new, patches)
+        g, fitted = linear_fit(errors, sums, after, _mean_sums(op, model, channels, taps), _has_bias_site(op))
+        if _has_bias_site(op):
+            correction = fitted
+        # residual output error on the sample: weights+bias alone vs with the linear term
+        plain = errors - np.rint(after).astype(np.int64)
+        term = np.floor_divide(sums * g + (1 << (LINEAR_FRACTION_BITS - 1)), 1 << LINEAR_FRACTION_BITS)
+        summary.update({"linear_pixels": int(patches.shape[0]),
+                        "output_mse_bias": float((plain.astype(np.float64) ** 2).mean()),
+                        "output_mse_linear": float(((errors - correction + term).astype(np.float64) ** 2).mean()),
+                        "mean_abs_bias_after": float(np.abs(after + g * _mean_sums(op, model, channels, taps)
+                                                            / (1 << LINEAR_FRACTION_BITS) - correction).mean())})
+    return w_new.astype(np.int8), correction, summary, g
+
+
+def patch_errors(op: IntegerOp, lut: np.ndarray, w: np.ndarray, w_new: np.ndarray, patches: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(e (P, M) = sum_k M(a_k, w'_ok) - a_k w_ok, S (P, M) = sum_k a_k over output o's group) of
+    sampled receptive fields `patches` int8 (P, C, taps), in int64."""
+    table = np.asarray(lut, np.int64)
+    p = patches.shape[0]
+    m = op.out_channels
+    if op.kind == "conv":
+        group = int(op.attributes.get("group", 1))
+        cg = op.weight.shape[1]
+        w2, wn2 = w.reshape(m, -1).astype(np.int64), w_new.reshape(m, -1).astype(np.int64)
+    else:
+        group, cg = 1, op.weight.shape[0]
+        w2, wn2 = w.T.astype(np.int64), w_new.T.astype(np.int64)
+    mg = m // group
+    errors, sums = np.zeros((p, m), np.int64), np.zeros((p, m), np.int64)
+    for gr in range(group):
+        a = patches[:, gr * cg:(gr + 1) * cg, :].reshape(p, -1).astype(np.int64)  # (P, K): order c * taps + t
+        rows = slice(gr * mg, (gr + 1) * mg)
+        approx = np.zeros((p, mg), np.int64)
+        for k in range(a.shape[1]):
+            approx += table[a[:, k] + 128][:, wn2[rows, k] + 128]
+        errors[:, rows] = approx - a @ w2[rows].T
+        sums[:, rows] = a.sum(axis=1, keepdims=True)
+    return errors, sums
+
+
+def linear_fit(errors: np.ndarray, sums: np.ndarray, mean_error: np.ndarray, mean_sum: np.ndarray,
+               intercept: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(g int64 [M], bias correction c int64 [M]) of the least-squares fit e_o ~ beta_o + gamma_o S
+    (module docstring): gamma from the sampled (S, e) (P, M), means exact; without `intercept`
+    e_o ~ gamma_o S through the origin and c = 0."""
+    s, e = sums.astype(np.float64), errors.astype(np.float64)
+    if intercept:
+        ds, de = s - s.mean(axis=0), e - e.mean(axis=0)
+        num, den = (ds * de).sum(axis=0), (ds * ds).sum(axis=0)
+    else:
+        num, den = (s * e).sum(axis=0), (s * s).sum(axis=0)
+    gamma = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    g = np.clip(np.rint(-gamma * (1 << LINEAR_FRACTION_BITS)), -LINEAR_LIMIT + 1, LINEAR_LIMIT - 1).astype(np.int64)
+    if not intercept:
+        return g, np.zeros_like(g)
+    c = np.rint(mean_error + g * mean_sum / (1 << LINEAR_FRACTION_BITS)).astype(np.int64)
+    return g, c
+
+
+def linear_terms(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Original node name -> int64 g [M] of every op with a linear compensation term, from the
+    model's `axmoe.compensation` metadata (a compensated int8 model or its rewrite); {} if none.
+    This is the mapping `export.emulation.QDQEmulation(..., linear_terms=...)` takes."""
+    record = metadata.get(model, metadata.COMPENSATION, None) or {}
+    return {n["node"]: np.asarray(n["linear"], np.int64) for n in record.get("nodes", []) if n.get("linear")}
+
+
+def _mean_sums(op: IntegerOp, model: ErrorModel, channels: int, taps: int) -> np.ndarray:
+    """Exact E[S] per output channel: sum over its group's (channel, tap) of E[a] (histograms)."""
+    mean_a = (model.t0 / model.count[0]).reshape(channels, taps).sum(axis=1)  # per input channel
+    if op.kind == "matmul":
+        return np.full(op.out_channels, mean_a.sum())
+    group = int(op.attributes.get("group", 1))
+    per_group = mean_a.reshape(group, -1).sum(axis=1)
+    return np.repeat(per_group, op.out_channels // group)
+
+
+def _has_bias_site(op: IntegerOp) -> bool:
+    return not (op.form == "qlinear" and op.node.op_type == "QLinearMatMul")
 
 
 # ------------------------------------------------------------------------------ report
@@ -182,6 +288,7 @@ class NodeCompensation:
     weights_changed: int = 0
     bias: list[int] | None = None  # c_o subtracted from the int32 bias, per output channel
     bias_site: str | None = None  # where the correction went (module docstring table)
+    linear: list[int] | None = None  # g_o of the linear term (units of 2^-LINEAR_FRACTION_BITS), linear mode
     errors: dict = field(default_factory=dict)  # mean |c_o| and sum of E[e^2] before / after
 
     def to_dict(self) -> dict:
@@ -379,8 +486,14 @@ def compensate(model: onnx.ModelProto, assignment: dict, stats: ActivationStats 
         site = _weight_site(op) if tune else None
         if tune and site is None:
             entry.reason = "weight shared with other nodes: not tuned"
-        new_weight, correction, entry.errors = corrections(op, mult.lut, node_stats.hist, tune and site is not None,
-                                                           bias)
+        patches = None
+        if node_mode == "linear":
+            patches = node_stats.patches
+            if patches is None or patches.shape[0] == 0:
+                raise CompensationError(f"linear compensation of {op.name} needs sampled receptive fields: collect "
+                                        f"the statistics with passes.calibration.collect(..., pixels=N)")
+        new_weight, correction, entry.errors, g = corrections(op, mult.lut, node_stats.hist,
+                                                              tune and site is not None, bias, patches)
         changed = int(np.count_nonzero(new_weight != op.weight))
         if changed:
             consumer, index = site
@@ -394,7 +507,9 @@ def compensate(model: onnx.ModelProto, assignment: dict, stats: ActivationStats 
                 entry.reason = f"{op.node.op_type} has no bias input: bias correction not applied"
             else:
                 entry.bias = correction.astype(int).tolist()
-        if changed or entry.bias_site is not None:
+        if g is not None and np.any(g):
+            entry.linear = g.astype(int).tolist()
+        if changed or entry.bias_site is not None or entry.linear is not None:
             entry.status = "compensated"
     if not report.changed:
         return model, report

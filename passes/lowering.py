@@ -18,6 +18,17 @@ mul(a, b) = sum_t c_t (a & ma_t) (b & mb_t) (`multipliers.decompose`):
   signed operand (`uint8_activation`), since BitShift, which the low-bit fields (and every
   mask below opset 18) are built from, takes unsigned types only.
 
+`linear` compensation (`passes.compensate`, integer convention `modelfile.ops.LINEAR_FRACTION_BITS`):
+with coefficients g [M] every lowering adds t_o = floor((g_o * S + 2^(F-1)) / 2^F) to the
+accumulator before the bias, S = sum of the signed activations over the output's receptive
+field. `lut`: the custom op's optional `linear` input (computed inside the kernel).
+`decomposed` (`add_linear`, standard ops): S = ConvInteger(x, ones [G, C/G, k...], group=G)
+(MatMulInteger(x, ones [K, 1]) for a matmul), one reduction per output pixel, 1/M of the op's
+MACs; then Cast int64, Mul g, Add 2^(F-1), v - Mod(v, 2^F) (Mod of integers takes the
+divisor's sign, so this is the floor multiple) and an exact Div by 2^F, Cast int32, Add. An
+operand-mask multiplier with a linear term takes the one-term product path (the fused int8
+op has no place for the term).
+
 Both add the int32 bias and requantize with the model's own scales, as onnxruntime's
 QLinearConv does: y_q = saturate(round_half_even(float32(acc + b) * (s_x * s_w / s_y)) + z_y);
 an op whose output stays float gets y = float32(acc) * (s_x * s_w) (+ its float bias).
@@ -30,7 +41,7 @@ from dataclasses import replace
 import numpy as np
 import onnx_ir as ir
 
-from modelfile.ops import APPROX_CONV_INTEGER, APPROX_MATMUL_INTEGER, DOMAIN, VERSION
+from modelfile.ops import APPROX_CONV_INTEGER, APPROX_MATMUL_INTEGER, DOMAIN, LINEAR_FRACTION_BITS, VERSION
 from multipliers.decompose import Decomposition, Term
 from multipliers.lut import bit_runs, signed_mask
 from passes.candidates import IntegerOp
@@ -110,16 +121,61 @@ def requantize(b: Builder, op: IntegerOp, acc: ir.Value) -> ir.Value:
     return out
 
 
-def lower_lut(b: Builder, op: IntegerOp, lut_value: ir.Value) -> ir.Value:
-    """acc via axmoe.ApproxConvInteger / ApproxMatMulInteger, then requantize."""
+def lower_lut(b: Builder, op: IntegerOp, lut_value: ir.Value, linear: np.ndarray | None = None) -> ir.Value:
+    """acc via axmoe.ApproxConvInteger / ApproxMatMulInteger (with the `linear` input when
+    given: int64 g [M]), then requantize."""
     x_zp = b.const(np.array(op.x_zero_point, dtype=_x_dtype(op)), "x_zero_point")
     w_zp = b.const(np.array(0, np.int8), "w_zero_point")
     weight = b.const(op.weight.astype(np.int8), "weight")
+    inputs = [op.x, weight, x_zp, w_zp, lut_value]
+    if linear is not None:
+        inputs.append(b.const(_checked_linear(op, linear), "linear"))
     if op.kind == "conv":
-        acc = b.op(APPROX_CONV_INTEGER, [op.x, weight, x_zp, w_zp, lut_value], _conv_attrs(op), domain=DOMAIN)
+        acc = b.op(APPROX_CONV_INTEGER, inputs, _conv_attrs(op), domain=DOMAIN)
     else:
-        acc = b.op(APPROX_MATMUL_INTEGER, [op.x, weight, x_zp, w_zp, lut_value], domain=DOMAIN)
+        acc = b.op(APPROX_MATMUL_INTEGER, inputs, domain=DOMAIN)
     return requantize(b, op, acc)
+
+
+def _checked_linear(op: IntegerOp, linear: np.ndarray) -> np.ndarray:
+    g = np.asarray(linear)
+    if g.shape != (op.out_channels,) or not np.issubdtype(g.dtype, np.integer):
+        raise ValueError(f"{op.name}: linear coefficients must be integers [{op.out_channels}], got "
+                         f"{g.dtype} {list(g.shape)}")
+    return g.astype(np.int64)
+
+
+def linear_sum(b: Builder, op: IntegerOp) -> ir.Value:
+    """int32 S: conv [N, G, *out] = ConvInteger(x, ones [G, C/G, k...], group=G); matmul
+    [..., 1] = MatMulInteger(x, ones [K, 1]). x as the op stores it (zero point included)."""
+    x_zp = b.const(np.array(op.x_zero_point, dtype=_x_dtype(op)), "x_zero_point")
+    w_zp = b.const(np.array(0, np.int8), "w_zero_point")
+    if op.kind == "conv":
+        group = int(op.attributes.get("group", 1))
+        ones = b.const(np.ones((group, *op.weight.shape[1:]), np.int8), "ones_kernel")
+        return b.op("ConvInteger", [op.x, ones, x_zp, w_zp], _conv_attrs(op), what="linear_sum")
+    ones = b.const(np.ones((op.weight.shape[0], 1), np.int8), "ones_column")
+    return b.op("MatMulInteger", [op.x, ones, x_zp, w_zp], what="linear_sum")
+
+
+def add_linear(b: Builder, op: IntegerOp, acc: ir.Value, linear: np.ndarray) -> ir.Value:
+    """acc + floor((g * S + 2^(F-1)) / 2^F) per output channel, in standard ops (module docstring)."""
+    g = _checked_linear(op, linear)
+    s = b.op("Cast", [linear_sum(b, op)], {"to": ir.DataType.INT64}, what="linear_sum64")
+    group = int(op.attributes.get("group", 1)) if op.kind == "conv" else 1
+    if op.kind == "matmul":
+        product = b.op("Mul", [s, b.const(g, "linear_g")])  # [..., 1] x [N]
+    elif group == 1:
+        product = b.op("Mul", [s, b.const(g.reshape((op.out_channels,) + (1,) * (op.weight.ndim - 2)), "linear_g")])
+    else:  # S per group [N, G, *out] -> [N, G, 1, P] x g [G, M/G, 1] -> the accumulator's shape
+        grouped = b.op("Reshape", [s, b.const(np.array([0, group, 1, -1], np.int64), "shape")])
+        weighted = b.op("Mul", [grouped, b.const(g.reshape(group, -1, 1), "linear_g")])
+        product = b.op("Reshape", [weighted, b.op("Shape", [acc])])
+    half = b.op("Add", [product, b.const(np.array(1 << (LINEAR_FRACTION_BITS - 1), np.int64), "half")])
+    unit = b.const(np.array(1 << LINEAR_FRACTION_BITS, np.int64), "unit")
+    floored = b.op("Sub", [half, b.op("Mod", [half, unit])])  # the multiple of 2^F at or below
+    term = b.op("Cast", [b.op("Div", [floored, unit])], {"to": ir.DataType.INT32}, what="linear_term")
+    return b.op("Add", [acc, term], what="linear_add")
 
 
 class MaskUnsupported(ValueError):
@@ -215,8 +271,10 @@ def _term_operands(b: Builder, op: IntegerOp, term: Term) -> tuple[ir.Value, int
     return x_t, zp, w_t, term.coef << shift
 
 
-def lower_decomposed_terms(b: Builder, op: IntegerOp, decomposition: Decomposition) -> ir.Value:
-    """acc = sum_t w_t * ConvInteger / MatMulInteger on masked operands, then requantize.
+def lower_decomposed_terms(b: Builder, op: IntegerOp, decomposition: Decomposition,
+                           linear: np.ndarray | None = None) -> ir.Value:
+    """acc = sum_t w_t * ConvInteger / MatMulInteger on masked operands (+ `add_linear` when
+    `linear`, int64 g [M], is given), then requantize.
 
     The terms read the activation as uint8 (`uint8_activation`): the byte fields of
     `byte_field` shift with BitShift, which takes unsigned types only.
@@ -240,6 +298,8 @@ def lower_decomposed_terms(b: Builder, op: IntegerOp, decomposition: Decompositi
             acc = product if weight > 0 else b.op("Neg", [product])
         else:
             acc = b.op("Add" if weight > 0 else "Sub", [acc, product])
+    if linear is not None:
+        acc = add_linear(b, op, acc, linear)
     return requantize(b, op, acc)
 
 

@@ -16,13 +16,15 @@ A plan is YAML (or the same dict in Python):
       - match: {expert: 3}                    # MoE expert index (from "experts.<i>" in the name)
         multiplier: exact
     exact_experts: {score: maxnnscore, fraction: 0.25}
-    compensate: weights+bias        # none | bias | weights | weights+bias (per override too)
+    compensate: weights+bias        # none | bias | weights | weights+bias | linear (per override too)
 
 `compensate` is the error-compensation mode (`passes.compensate`) of the ops a plan
 approximates: the int8 weights and biases are tuned for the op's multiplier before the
 rewrite, from activation statistics of the exact model (`passes.calibration`). An override's
 `compensate` sets it for the ops it matches; ops the plan keeps exact are left as they are
-in every mode. `linear` (control variate) is not implemented yet.
+in every mode. `linear` (control variate) is weights+bias plus a term in the sum of each
+output's activations, fitted by least squares and applied by the rewrite (one extra reduction
+per output pixel).
 
 `exact_experts` keeps the most noise-sensitive experts of every MoE layer exact: MaxNNScore
 ranks expert e by max_r ||W_e[r, :]||_2 over the rows (output filters) of its first weight
@@ -49,7 +51,7 @@ OPERAND_ORDERS = ("xw", "wx")
 KEEP_KEYWORDS = ("first_conv", "classifier")
 MATCH_KEYS = ("name", "op_type", "layer", "expert")
 #: error-compensation modes (`passes.compensate.MODES`, which this must equal: test_plan checks)
-COMPENSATE_MODES = ("none", "bias", "weights", "weights+bias")
+COMPENSATE_MODES = ("none", "bias", "weights", "weights+bias", "linear")
 
 
 class PlanError(ValueError):
@@ -129,9 +131,6 @@ def check_compensate(mode, key: str = "compensate") -> None:
     """PlanError (one line) unless `mode` is one of COMPENSATE_MODES."""
     if isinstance(mode, str) and mode in COMPENSATE_MODES:
         return
-    if mode == "linear":
-        raise PlanError(f"{key}: 'linear' (control variate) is not implemented yet; "
-                        f"valid: {', '.join(COMPENSATE_MODES)}")
     raise PlanError(f"{key}: unknown mode {mode!r}; valid: {', '.join(COMPENSATE_MODES)}")
 
 

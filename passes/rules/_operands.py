@@ -185,7 +185,13 @@ def qdq_output(op: IntegerOp, bias_value: ir.Value | None) -> IntegerOp | Reject
     if bias_value is not None:
         dq_b = through_identity(bias_value)
         stored = const(dq_b.inputs[0]) if dq_b is not None and dq_b.op_type == "DequantizeLinear" else None
-        if stored is not None and stored.dtype == np.int32:
+        # the int32 bias joins the accumulator only at its scale s_x * s_w; at any other scale
+        # it is added in float, as onnxruntime does when it leaves such a node unfused
+        b_scale = const(dq_b.inputs[1]) if stored is not None else None
+        at_accumulator_scale = b_scale is not None and np.allclose(
+            *np.broadcast_arrays(b_scale.astype(np.float32).ravel(), np.float32(op.x_scale) * op.w_scale),
+            rtol=1e-6, atol=0.0)
+        if stored is not None and stored.dtype == np.int32 and at_accumulator_scale:
             op.bias = stored.astype(np.int32).ravel()
             op.removable.append(dq_b)
         else:

@@ -63,12 +63,15 @@ class Rule(ABC):
     def check(self, node: ir.Node) -> IntegerOp | Rejection:
         """The IntegerOp behind a node the pattern matched, or why there is none."""
 
-    def rewrite(self, graph: ir.Graph, op: IntegerOp, table: Multiplier, lowering: str, bitwise: bool) -> int | None:
+    def rewrite(self, graph: ir.Graph, op: IntegerOp, table: Multiplier, lowering: str, bitwise: bool,
+                linear: np.ndarray | None = None) -> int | None:
         """Replaces `op` by its `lowering` ("lut" | "decomposed") of multiplier `table`.
 
         An operand-mask multiplier under "decomposed" keeps the op and masks its operands;
         every other case computes the accumulator anew, requantizes it and reroutes the op's
-        consumers to it. `bitwise`: the model's opset has BitwiseAnd/Or (18+). Returns the
+        consumers to it. `linear` (int64 g [M]): the linear compensation term is added to the
+        accumulator (`passes.lowering`), so a mask multiplier takes the one-term product then.
+        `bitwise`: the model's opset has BitwiseAnd/Or (18+). Returns the
         number of terms computed (None for a table without an exact decomposition); raises
         `passes.lowering.MaskUnsupported` when the model's opset cannot express the masks.
         """
@@ -79,16 +82,16 @@ class Rule(ABC):
         builder = Builder(graph, naming.rewrite_scope(op.name), bitwise=bitwise)
         dec = table.decomposition
         term = mask_term(dec)
-        if lowering == "decomposed" and term is not None:
+        if lowering == "decomposed" and term is not None and linear is None:
             apply_masks_in_place(builder, op, term)
             graph.insert_before(op.node, builder.nodes)
             return 1
         if lowering == "lut":
             lut_value = builder.const(table.lut.astype(np.int32), name=naming.lut_name(table.name))
-            new_output = lower_lut(builder, op, lut_value)
+            new_output = lower_lut(builder, op, lut_value, linear)
             terms = dec.num_terms if dec.exact else None
         else:
-            new_output = lower_decomposed_terms(builder, op, dec)
+            new_output = lower_decomposed_terms(builder, op, dec, linear)
             terms = dec.num_terms
         graph.insert_before(op.node, builder.nodes)
         replace_output(graph, op, new_output)

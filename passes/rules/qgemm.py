@@ -85,12 +85,14 @@ class QGemmRule(Rule):
             op.y_scale, op.y_zero_point, op.y_dtype = float(y_scale.ravel()[0]), int(y_zp[0][0]), y_zp[1]
         return op
 
-    def rewrite(self, graph: ir.Graph, op: IntegerOp, table: Multiplier, lowering: str, bitwise: bool) -> int | None:
+    def rewrite(self, graph: ir.Graph, op: IntegerOp, table: Multiplier, lowering: str, bitwise: bool,
+                linear: np.ndarray | None = None) -> int | None:
         weight = op.node.inputs[3]
-        if lowering == "decomposed" and mask_term(table.decomposition) is not None and weight.const_value is None:
+        if lowering == "decomposed" and mask_term(table.decomposition) is not None and weight.const_value is None \
+                and linear is None:
             # the masks are applied to B as stored, which only an initializer holds
             transposed = op.node.attributes.get("transB") is not None and op.node.attributes["transB"].value
             stored = np.ascontiguousarray(op.weight.T) if transposed else op.weight
             builder = Builder(graph, naming.rewrite_scope(op.name) + "/qgemm")
             op.node.replace_input_with(3, builder.const(stored.astype(np.int8), "stored_weight"))
-        return super().rewrite(graph, op, table, lowering, bitwise)
+        return super().rewrite(graph, op, table, lowering, bitwise, linear)

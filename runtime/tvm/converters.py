@@ -11,6 +11,10 @@ Every product is computed by the kernels of `kernels.py` (`vnni.py` on AVX-512 V
         `lut` (any table, a runtime input too).
     ApproxMatMulInteger(A, B, a_zp, b_zp, LUT)  Y[..., m, n] = sum_k LUT[A - a_zp + 128, B + 128]
         B a 2-D [K, N] weight; A's leading dims are flattened into rows.
+    Both with the optional 6th input `linear` (a constant int64 g [M]): the linear compensation
+        term t = floor((g_o * S + 2^(F-1)) / 2^F) (modelfile.ops.LINEAR_FRACTION_BITS) added to
+        the int32 accumulator, S the sum of a over each receptive field (`add_linear`: an int32
+        conv with ones weights [G, C/G, kH, kW] (groups G) or a row sum, then int64 arithmetic).
     ConvInteger / MatMulInteger: the exact single-term `dot` (any uint8 / int8 activation
         zero point; int8 weights with zero point 0 -- otherwise TVM's own lowering).
     QLinearConv / QLinearMatMul: the integer op, then onnxruntime's requantization
@@ -31,6 +35,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx import onnx_frontend as tvm_onnx
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
+from modelfile.ops import LINEAR_FRACTION_BITS
 from multipliers.decompose import decompose
 from runtime.tvm import kernels, schedule, vnni
 from runtime.tvm.config import LoweringConfig
@@ -268,8 +273,8 @@ def _approx_operands(bb, inputs, op: str, names: str):
     """(x, w, lut, stored byte q, its zero point) of an axmoe op, its inputs checked: int8
     weights with zero point 0, a (256, 256) int32 LUT, a signed activation (uint8 with zero
     point 128 or int8 with zero point 0)."""
-    if len(inputs) != 5:
-        raise ConversionError(f"{op}: expects 5 inputs ({names}), got {len(inputs)}")
+    if len(inputs) not in (5, 6):
+        raise ConversionError(f"{op}: expects 5 or 6 inputs ({names}, linear), got {len(inputs)}")
     x, w, x_zp, w_zp, lut = inputs[:5]
     _check_lut(lut, op)
     _check_weight(w, w_zp, op)
@@ -281,30 +286,77 @@ def _approx_operands(bb, inputs, op: str, names: str):
     return x, w, lut, q, zp
 
 
+def _linear_coefficients(inputs, channels: int, op: str) -> np.ndarray | None:
+    """The constant int64 g [M] of the optional `linear` input, or None."""
+    if len(inputs) < 6 or inputs[5] is None:
+        return None
+    g = _constant(inputs[5])
+    if g is None:
+        raise ConversionError(f"{op}: the linear input must be a constant")
+    if g.dtype != np.int64 or g.shape != (channels,):
+        raise ConversionError(f"{op}: linear must be int64 [{channels}], got {g.dtype} {list(g.shape)}")
+    return g
+
+
+def add_linear(bb, acc, q, zero_point: int, g: np.ndarray, op: str, geometry: ConvGeometry | None = None,
+               spatial: int = 0, kernel: tuple = ()):
+    """acc + floor((g_o S + 2^(F-1)) / 2^F), S the sum of a = q - zero_point over each output's
+    receptive field (conv: `geometry`, `kernel` (kH, kW) in its 2-D form; None: a matmul row)."""
+    a = relax.op.subtract(relax.op.astype(q, "int32"), relax.const(zero_point, "int32"))
+    if geometry is None:
+        s = relax.op.astype(relax.op.sum(a, axis=[-1], keepdims=True), "int64")  # [..., 1]
+        product = bb.normalize(relax.op.multiply(s, relax.const(g, "int64")))
+    else:
+        shape = list(q.ty.shape.values)
+        if spatial == 1:
+            a = relax.op.reshape(a, [shape[0], shape[1], 1, shape[2]])
+        groups = geometry.groups
+        ones = np.ones((groups, int(shape[1]) // groups, *kernel), np.int32)
+        s = relax.op.nn.conv2d(a, relax.const(ones, "int32"), strides=geometry.strides, padding=geometry.pads,
+                               dilation=geometry.dilations, groups=groups, out_dtype="int32")
+        s = bb.normalize(relax.op.astype(s, "int64"))  # [N, G, OH, OW]
+        batch, _, oh, ow = s.ty.shape.values
+        grouped = relax.op.reshape(s, [batch, groups, 1, oh, ow])
+        weighted = relax.op.multiply(grouped, relax.const(g.reshape(1, groups, -1, 1, 1), "int64"))
+        product = bb.normalize(relax.op.reshape(weighted, list(acc.ty.shape.values)))
+    half = relax.const(1 << (LINEAR_FRACTION_BITS - 1), "int64")
+    term = relax.op.floor_divide(relax.op.add(product, half), relax.const(1 << LINEAR_FRACTION_BITS, "int64"))
+    return bb.normalize(relax.op.add(acc, relax.op.astype(term, "int32")))
+
+
 class ApproxConvInteger(ConfiguredConverter):
-    """axmoe.ApproxConvInteger: ConvInteger with every product LUT[a + 128, b + 128]."""
+    """axmoe.ApproxConvInteger: ConvInteger with every product LUT[a + 128, b + 128] (+ linear)."""
 
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params, config: LoweringConfig):
         op = "axmoe.ApproxConvInteger"
         x, w, lut, q, zp = _approx_operands(bb, inputs, op, "x, w, x_zero_point, w_zero_point, LUT")
         x_shape = _static_shape_tail(x, op)
-        geometry, spatial = _conv_geometry(attr, x_shape, _static_shape(w, op, "the weight"), op)
+        w_shape = _static_shape(w, op, "the weight")
+        geometry, spatial = _conv_geometry(attr, x_shape, w_shape, op)
+        g = _linear_coefficients(inputs, w_shape[0], op)
         product = choose_product(lut, _constant(w), zp, op, config.kernel)
-        return emit_conv(bb, q, w, zp, geometry, spatial, product, lut, op)
+        acc = emit_conv(bb, q, w, zp, geometry, spatial, product, lut, op)
+        if g is None:
+            return acc
+        kernel = tuple(w_shape[2:]) if spatial == 2 else (1, w_shape[2])
+        return add_linear(bb, bb.normalize(acc), q, zp, g, op, geometry, spatial, kernel)
 
 
 class ApproxMatMulInteger(ConfiguredConverter):
-    """axmoe.ApproxMatMulInteger: MatMulInteger with every product LUT[a + 128, b + 128]."""
+    """axmoe.ApproxMatMulInteger: MatMulInteger with every product LUT[a + 128, b + 128] (+ linear)."""
 
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params, config: LoweringConfig):
         op = "axmoe.ApproxMatMulInteger"
         _, w, lut, q, zp = _approx_operands(bb, inputs, op, "A, B, a_zero_point, b_zero_point, LUT")
-        if len(_static_shape(w, op, "B")) != 2:
+        w_shape = _static_shape(w, op, "B")
+        if len(w_shape) != 2:
             raise ConversionError(f"{op}: B must be a 2-D [K, N] weight, got shape {w.ty.shape}")
+        g = _linear_coefficients(inputs, w_shape[1], op)
         product = choose_product(lut, _constant(w), zp, op, config.kernel)
-        return emit_matmul(bb, q, w, zp, product, lut, op)
+        acc = emit_matmul(bb, q, w, zp, product, lut, op)
+        return acc if g is None else add_linear(bb, bb.normalize(acc), q, zp, g, op)
 
 
 def _static_shape_tail(x, op: str) -> tuple:

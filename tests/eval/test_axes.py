@@ -158,7 +158,7 @@ def test_compensate_axis_parses_and_enters_the_cell_hash_only_when_not_none(tmp_
 
 @pytest.mark.parametrize("value, fragment", [
     ("weights+bais", "compensate: unknown 'weights+bais' (did you mean 'weights+bias'?)"),
-    ("linear", "compensate: 'linear' (control variate) is not implemented yet"),
+    ("Linear", "compensate: unknown 'Linear' (did you mean 'linear'?)"),
 ])
 def test_compensate_axis_checks_its_values(tmp_path, value, fragment):
     with pytest.raises(SweepConfigError) as exc:

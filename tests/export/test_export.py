@@ -95,3 +95,47 @@ def test_emulation_weights_are_trainable_and_start_at_the_stored_integers(tmp_pa
     loss.backward()
     grads = [p.grad for p in trainable.params.values()]
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def _route_everything_to_expert_0(model):
+    from models.gating import TopKGate
+
+    gates = [m for m in model.modules() if isinstance(m, TopKGate)]
+    assert gates
+    with torch.no_grad():
+        for gate in gates:
+            gate.w_gate.weight.fill_(-1.0)
+            gate.w_gate.weight[0].fill_(1.0)  # routing features are post-ReLU means, >= 0
+    return model
+
+
+def test_uncalibrated_experts_get_their_biases_at_sx_times_sw(tmp_path):
+    """Experts no calibration image reaches borrow a sibling's activation scale; their int32
+    biases, written by onnxruntime at the placeholder scale 1 * s_w, are requantized to
+    s_x * s_w, so every Conv of the model follows the scheme (and fuses in onnxruntime)."""
+    model = _route_everything_to_expert_0(small_model("resnet20", "hard"))
+    report = export_model(model, model.axmoe_config, DATA, tmp_path / "m.onnx", calibration_batches=calibration())
+    assert any("experts.1" in name for name in report.uncalibrated)
+    int8 = onnx.load(str(tmp_path / "m.onnx"))
+    assert check_scheme(int8) == []
+    inits = {i.name: numpy_helper.to_array(i) for i in int8.graph.initializer}
+    producers = {o: n for n in int8.graph.node for o in n.output}
+    checked = 0
+    for node in int8.graph.node:
+        if node.op_type == "Conv" and "experts.1" in node.name and len(node.input) > 2:
+            sx, sw, sb = (inits[producers[name].input[1]] for name in node.input[:3])
+            np.testing.assert_allclose(sb, np.float32(sx) * sw, rtol=1e-6)
+            checked += 1
+    assert checked > 0
+
+
+def test_check_scheme_names_a_bias_at_another_scale(tmp_path):
+    model = small_model("resnet20", "dense")
+    export_model(model, model.axmoe_config, DATA, tmp_path / "m.onnx", calibration_batches=calibration())
+    int8 = onnx.load(str(tmp_path / "m.onnx"))
+    conv = next(n for n in int8.graph.node if n.op_type == "Conv" and len(n.input) > 2)
+    producers = {o: n for n in int8.graph.node for o in n.output}
+    bias_scale = producers[conv.input[2]].input[1]
+    init = next(i for i in int8.graph.initializer if i.name == bias_scale)
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(2), bias_scale))
+    assert check_scheme(int8) == [f"{conv.name}: int32 bias not at scale s_x * s_w"]

@@ -20,7 +20,7 @@ from modelfile import metadata
 from passes import calibration
 from passes.approximate import approximate, describe_compensation
 from passes.compensate import compensate, uniform_assignment
-from passes.plan import COMPENSATE_MODES, PlanError, plan_from_dict
+from passes.plan import COMPENSATE_MODES
 
 FMNIST = {"dataset": "fashion-mnist", "image_size": 32, "mean": [0.2860] * 3, "std": [0.3530] * 3}
 CALIBRATION = "fashion-mnist:128"  # train split; the default (512) is what the demo uses
@@ -227,9 +227,28 @@ def test_model_without_a_known_dataset_is_one_line(int8_resnet, tmp_path):
         "fashion-mnist:16")
 
 
-def test_linear_is_not_offered_yet(int8_path, tmp_path):
-    proc = cli(int8_path, tmp_path / "out.onnx", "--multiplier", "mul8s_1KVA", "--compensate", "linear", ok=False)
-    assert proc.returncode == 2 and "invalid choice: 'linear'" in proc.stderr
-    assert "linear: not yet" in " ".join(cli("--help").stdout.split())
-    with pytest.raises(PlanError, match="'linear' .* not implemented yet"):
-        plan_from_dict({"multiplier": "mul8s_1KVA", "compensate": "linear"})
+def test_linear_through_the_cli_equals_compensate_then_pass(int8_path, test_images, tmp_path):
+    """--compensate linear: the report and the model record g per node and the extra additions;
+    the CLI's model equals compensate() (with sampled receptive fields) then the pass."""
+    int8 = onnx.load(int8_path)
+    exact = run_ort(int8, test_images)
+    got, report, proc = rewrite(int8_path, tmp_path / "linear.onnx", "--multiplier", "mul8s_1L2L",
+                                "--compensate", "linear", "--calibration", CALIBRATION)
+    record = report["compensation"]
+    assert record["mode"] == "linear" and metadata.get(got, metadata.COMPENSATION) == record
+    with_term = [n for n in record["nodes"] if n.get("linear")]
+    assert with_term and all(len(n["linear"]) == len(n["bias"]) for n in with_term)
+    nodes = {n["node"]: n for n in report["nodes"]}
+    assert all(nodes[n["node"]]["linear_additions"] > 0 for n in with_term)
+    assert "linear terms" in describe_compensation(record) and describe_compensation(record) in proc.stdout
+    stats = calibration.statistics(int8, CALIBRATION, pixels=calibration.LINEAR_PIXELS)
+    by_hand, _ = compensate(int8, uniform_assignment(int8, "mul8s_1L2L"), stats, "linear")
+    want, _ = approximate(by_hand, {"multiplier": "mul8s_1L2L"})
+    out = run_ort(got, test_images)
+    assert np.array_equal(out, run_ort(want, test_images))
+    wb, _, _ = rewrite(int8_path, tmp_path / "wb.onnx", "--multiplier", "mul8s_1L2L", "--compensate", "weights+bias",
+                       "--calibration", CALIBRATION)
+    error = {name: float(np.mean((run_ort(m, test_images).astype(np.float64) - exact) ** 2))
+             for name, m in (("weights+bias", wb), ("linear", got))}
+    print(f"mean squared logit error vs exact int8, mul8s_1L2L: {error}")
+    assert "linear" in " ".join(cli("--help").stdout.split())

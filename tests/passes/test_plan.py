@@ -95,7 +95,7 @@ def test_plan_yaml(tmp_path, int8_resnet):
     ({"operand_order": "ab"}, "operand_order"),
     ({"multiplier": "exact", "compensate": "both"}, "compensate: unknown mode 'both'; valid: none, bias"),
     ({"multiplier": "exact", "compensate": False}, "compensate: unknown mode False"),  # YAML's bare `no`
-    ({"multiplier": "exact", "compensate": "linear"}, "'linear' \\(control variate\\) is not implemented yet"),
+    ({"multiplier": "exact", "compensate": "Linear"}, "compensate: unknown mode 'Linear'; valid: .*linear"),
     ({"overrides": [{"match": {"expert": 1}, "compensate": "weight"}]}, "override 0: compensate: unknown mode"),
     ({"overrides": [{"match": {"expert": 1}, "compensat": "bias"}]}, "override 0: unknown key\\(s\\) compensat"),
 ])

@@ -21,26 +21,41 @@ from train.retrain import retrain_approx
 logging.getLogger().setLevel(logging.ERROR)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    model = small_model("resnet20", "hard")
-    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
+def _checkpoint(folder, topology):
+    model = small_model("resnet20", topology)
+    path = folder / "checkpoint.pt"
     data = load_dataset("fashion-mnist", "test", limit=1).config()
     torch.save({"config": model.axmoe_config, "state_dict": model.state_dict(), "data": data}, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return _checkpoint(tmp_path_factory.mktemp("ckpt"), "hard")
+
+
+@pytest.fixture(scope="module")
+def dense_checkpoint(tmp_path_factory):
+    return _checkpoint(tmp_path_factory.mktemp("dense"), "dense")
 
 
 def initializers(model):
     return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
 
 
-@pytest.mark.parametrize("name", ["mul8s_1KVA", "mitchell"])  # decomposable, LUT-only
-def test_retrained_graph_and_emulation_predict_the_same_class(checkpoint, tmp_path, name):
+@pytest.mark.parametrize("topology, name", [("hard", "mul8s_1KVA"), ("hard", "mitchell"),  # decomposable, LUT-only
+                                            ("dense", "mul8s_1L2L")])
+def test_retrained_graph_and_emulation_predict_the_same_class(checkpoint, dense_checkpoint, tmp_path, topology,
+                                                              name):
     out = tmp_path / name
-    metrics = retrain_approx(checkpoint, {"multiplier": name}, out, max_steps=2, batch_size=32, lr=1e-3,
-                             eval_limit=128, calib_samples=32, progress=False)
+    metrics = retrain_approx(checkpoint if topology == "hard" else dense_checkpoint, {"multiplier": name}, out,
+                             max_steps=2, batch_size=32, lr=1e-3, eval_limit=128, val_limit=64, calib_samples=32,
+                             progress=False)
     assert metrics["steps"] == 2 and metrics["test_images"] == 128
-    assert metrics["emulation_same_class"] == 1.0  # invariant 4 on every evaluated image
+    assert metrics["emulation_same_class"] == 1.0  # invariant 4 on every evaluated image, exactly
+    assert metrics["emulation_differs_on"] == []
+    assert (metrics["router"]["trained"], metrics["router"]["aux_loss"]) == ((True, True) if topology == "hard"
+                                                                             else (False, False))
     before = initializers(onnx.load(str(out / "model.onnx")))
     after = initializers(onnx.load(str(out / "retrained.onnx")))
     changed = [k for k in before if k.endswith("_quantized") and not np.array_equal(before[k], after[k])]
@@ -52,7 +67,7 @@ def test_retrained_graph_and_emulation_predict_the_same_class(checkpoint, tmp_pa
 def test_retrained_checkpoint_reexports_bit_exactly(checkpoint, tmp_path):
     out = tmp_path / "run"
     retrain_approx(checkpoint, {"multiplier": "mul8s_1KV9"}, out, max_steps=2, batch_size=32, lr=1e-3,
-                   eval_limit=32, calib_samples=32, progress=False)
+                   eval_limit=32, val_limit=32, calib_samples=32, progress=False)
     model, config, data = load_for_export(out)
     state = load_quantization_state(out)
     train = load_dataset("fashion-mnist", "train", limit=256)

@@ -3,11 +3,14 @@
 //   inputs  x [N, C, L] or [N, C, H, W]   uint8 (zero point 128) or int8 (zero point 0)
 //           w [M, C / group, kL] or [M, C / group, kH, kW]   int8, zero point 0
 //           x_zero_point (optional, scalar), w_zero_point (optional, scalar or [M])
-//           LUT int32 [256, 256]  (last input)
+//           LUT int32 [256, 256]
+//           linear (optional, int64 [M]): the linear compensation term's coefficients g
 //   output  y [N, M, OL] or [N, M, OH, OW] int32
 //   y[n, g*Mg + m, oy, ox] = sum_{c < Cg, ky, kx} LUT[a + 128, w[g*Mg + m, c, ky, kx] + 128],
 //       a = x[n, g*Cg + c, oy*sh - pt + ky*dh, ox*sw - pl + kx*dw] - x_zero_point
 //       (0 outside the image: ConvInteger pads with the zero point)
+//       + floor((g[o] * S + 2^15) / 2^16) when `linear` is given, o = g*Mg + m and S the sum
+//       of a over the same receptive field (op_util.h, LinearTerm)
 // Attributes as ConvInteger: auto_pad (NOTSET, SAME_UPPER, SAME_LOWER, VALID), dilations,
 // group, kernel_shape, pads, strides. A 1-D conv runs as a 2-D one with H = kH = 1.
 //
@@ -80,9 +83,9 @@ Ort::Status Axis(const ConvAttributes& at, size_t axis, size_t spatial, int64_t 
 
 Ort::Status ConvKernel::Compute(OrtKernelContext* context) {
   Ort::KernelContext ctx(context);
-  if (ctx.GetInputCount() != 5)
-    return InvalidArgument(kOp, "expects 5 inputs (x, w, x_zero_point, w_zero_point, LUT; empty names for omitted "
-                                "zero points), got " + std::to_string(ctx.GetInputCount()));
+  if (ctx.GetInputCount() != 5 && ctx.GetInputCount() != 6)
+    return InvalidArgument(kOp, "expects 5 or 6 inputs (x, w, x_zero_point, w_zero_point, LUT, linear; empty names "
+                                "for omitted zero points), got " + std::to_string(ctx.GetInputCount()));
   const InputTensor x = GetInput(ctx, 0), w = GetInput(ctx, 1), xzp = GetInput(ctx, 2), wzp = GetInput(ctx, 3),
                     lut = GetInput(ctx, 4);
   if (!x.present || !w.present) return InvalidArgument(kOp, "x and w are required");
@@ -90,6 +93,8 @@ Ort::Status ConvKernel::Compute(OrtKernelContext* context) {
   if (auto s = ActivationFlip(kOp, "x", x, xzp, -1, &flip); !s.IsOK()) return s;
   const int64_t M = w.shape.empty() ? 0 : w.shape[0];
   if (auto s = CheckWeight(kOp, "w", w, wzp, M); !s.IsOK()) return s;
+  const int64_t* linear = nullptr;
+  if (auto s = LinearInput(kOp, GetInput(ctx, 5), M, &linear); !s.IsOK()) return s;
 
   const size_t rank = x.shape.size();
   if ((rank != 3 && rank != 4) || w.shape.size() != rank)
@@ -175,6 +180,7 @@ Ort::Status ConvKernel::Compute(OrtKernelContext* context) {
   const std::string error = RunApproxGemm(batch, plan, options, OrtParallelFor(ctx),
                                           setup.constant_weights ? &weight_cache : nullptr);
   if (!error.empty()) return InvalidArgument(kOp, error);
+  if (linear != nullptr) AddLinearConv(xd, flip, g, N, G, Mg, linear, y);
   return Ort::Status{nullptr};
 }
 
@@ -215,10 +221,10 @@ struct ConvOp : Ort::CustomOpBase<ConvOp, ConvKernel, true> {
   }
   const char* GetName() const { return "ApproxConvInteger"; }
   const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
-  size_t GetInputTypeCount() const { return 5; }
+  size_t GetInputTypeCount() const { return 6; }
   ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED; }
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
-    return i == 2 || i == 3 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+    return i == 2 || i == 3 || i == 5 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
   }
   size_t GetOutputTypeCount() const { return 1; }
   ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32; }

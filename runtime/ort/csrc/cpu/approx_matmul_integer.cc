@@ -3,9 +3,12 @@
 //   inputs  A [..., M, K]  uint8 (zero point 128) or int8 (zero point 0)
 //           B [..., K, N]  int8, zero point 0
 //           a_zero_point (optional, scalar or [M]), b_zero_point (optional, scalar or [N])
-//           LUT int32 [256, 256]  (last input)
+//           LUT int32 [256, 256]
+//           linear (optional, int64 [N]): the linear compensation term's coefficients g
 //   output  Y [..., M, N] int32, batch dims broadcast as numpy.matmul
 //   Y[..., m, n] = sum_k LUT[A[..., m, k] - a_zero_point + 128, B[..., k, n] + 128]
+//                  + floor((g[n] * S + 2^15) / 2^16) when `linear` is given,
+//                  S = sum_k (A[..., m, k] - a_zero_point) (op_util.h, LinearTerm)
 // A 1-D A is [1, K] and a 1-D B is [K, 1], with the added dim dropped from Y (numpy rules).
 #include <algorithm>
 #include <memory>
@@ -41,9 +44,9 @@ struct MatMulKernel {
 
 Ort::Status MatMulKernel::Compute(OrtKernelContext* context) {
   Ort::KernelContext ctx(context);
-  if (ctx.GetInputCount() != 5)
-    return InvalidArgument(kOp, "expects 5 inputs (A, B, a_zero_point, b_zero_point, LUT; empty names for omitted "
-                                "zero points), got " + std::to_string(ctx.GetInputCount()));
+  if (ctx.GetInputCount() != 5 && ctx.GetInputCount() != 6)
+    return InvalidArgument(kOp, "expects 5 or 6 inputs (A, B, a_zero_point, b_zero_point, LUT, linear; empty names "
+                                "for omitted zero points), got " + std::to_string(ctx.GetInputCount()));
   const InputTensor A = GetInput(ctx, 0), B = GetInput(ctx, 1), azp = GetInput(ctx, 2), bzp = GetInput(ctx, 3),
                     lut = GetInput(ctx, 4);
   if (!A.present || !B.present) return InvalidArgument(kOp, "A and B are required");
@@ -58,6 +61,8 @@ Ort::Status MatMulKernel::Compute(OrtKernelContext* context) {
   uint8_t flip = 0;
   if (auto s = ActivationFlip(kOp, "a", A, azp, M, &flip); !s.IsOK()) return s;
   if (auto s = CheckWeight(kOp, "b", B, bzp, N); !s.IsOK()) return s;
+  const int64_t* linear = nullptr;
+  if (auto s = LinearInput(kOp, GetInput(ctx, 5), N, &linear); !s.IsOK()) return s;
   if (b_shape[b_shape.size() - 2] != K)
     return InvalidArgument(kOp, "A " + ShapeString(A.shape) + " and B " + ShapeString(B.shape) +
                                     " do not align: A's last dim must equal B's second-to-last");
@@ -136,6 +141,7 @@ Ort::Status MatMulKernel::Compute(OrtKernelContext* context) {
   const std::string error = RunApproxGemm(gemm, plan, options, OrtParallelFor(ctx),
                                           setup.constant_weights ? &weight_cache : nullptr);
   if (!error.empty()) return InvalidArgument(kOp, error);
+  if (linear != nullptr) AddLinearRows(gemm, linear);
   return Ort::Status{nullptr};
 }
 
@@ -160,10 +166,10 @@ struct MatMulOp : Ort::CustomOpBase<MatMulOp, MatMulKernel, true> {
   }
   const char* GetName() const { return "ApproxMatMulInteger"; }
   const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
-  size_t GetInputTypeCount() const { return 5; }
+  size_t GetInputTypeCount() const { return 6; }
   ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED; }
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
-    return i == 2 || i == 3 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+    return i == 2 || i == 3 || i == 5 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
   }
   size_t GetOutputTypeCount() const { return 1; }
   ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32; }

@@ -1,5 +1,6 @@
 #include "cpu/op_util.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace axmoe::cpu {
@@ -183,6 +184,74 @@ bool GetStringAttribute(const OrtApi& api, const OrtKernelInfo* info, const char
   if (!s.empty() && s.back() == '\0') s.pop_back();
   *value = s;
   return true;
+}
+
+Ort::Status LinearInput(const std::string& op, const InputTensor& linear, int64_t M, const int64_t** g) {
+  *g = nullptr;
+  if (!linear.present) return Ort::Status{nullptr};
+  if (linear.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 || linear.shape.size() != 1 || linear.shape[0] != M)
+    return InvalidArgument(op, "linear must be int64 [" + std::to_string(M) + "] (one coefficient per output channel), "
+                               "got " + TypeName(linear.type) + " with shape " + ShapeString(linear.shape));
+  const int64_t* values = static_cast<const int64_t*>(linear.data);
+  for (int64_t o = 0; o < M; ++o)
+    if (values[o] <= -kLinearMaxAbs || values[o] >= kLinearMaxAbs)
+      return InvalidArgument(op, "linear[" + std::to_string(o) + "] = " + std::to_string(values[o]) +
+                                     " is out of range (|g| < 2^31)");
+  *g = values;
+  return Ort::Status{nullptr};
+}
+
+namespace {
+// int32 + int64 term with int32 wrap-around, as the accumulator itself wraps.
+inline int32_t WrapAdd(int32_t acc, int64_t t) {
+  return static_cast<int32_t>(static_cast<uint32_t>(acc) + static_cast<uint32_t>(static_cast<uint64_t>(t)));
+}
+}  // namespace
+
+void AddLinearConv(const uint8_t* x, uint8_t flip, const ConvGeometry& geo, int64_t N, int64_t G, int64_t Mg,
+                   const int64_t* g, int32_t* y) {
+  const int64_t HW = geo.H * geo.W, P = geo.OH * geo.OW;
+  std::vector<int64_t> channel_sum(static_cast<size_t>(HW)), s(static_cast<size_t>(P));
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t grp = 0; grp < G; ++grp) {
+      // sum over the group's channels first, then over the taps: HW * C + P * taps additions
+      std::fill(channel_sum.begin(), channel_sum.end(), 0);
+      const uint8_t* xg = x + (n * G + grp) * geo.C * HW;
+      for (int64_t c = 0; c < geo.C; ++c)
+        for (int64_t i = 0; i < HW; ++i) channel_sum[size_t(i)] += static_cast<int8_t>(xg[c * HW + i] ^ flip);
+      for (int64_t oy = 0; oy < geo.OH; ++oy)
+        for (int64_t ox = 0; ox < geo.OW; ++ox) {
+          int64_t total = 0;
+          for (int64_t ky = 0; ky < geo.KH; ++ky) {
+            const int64_t iy = oy * geo.sh - geo.ph + ky * geo.dh;
+            if (iy < 0 || iy >= geo.H) continue;  // padding: a = 0
+            for (int64_t kx = 0; kx < geo.KW; ++kx) {
+              const int64_t ix = ox * geo.sw - geo.pw + kx * geo.dw;
+              if (ix >= 0 && ix < geo.W) total += channel_sum[size_t(iy * geo.W + ix)];
+            }
+          }
+          s[size_t(oy * geo.OW + ox)] = total;
+        }
+      for (int64_t m = 0; m < Mg; ++m) {
+        const int64_t o = grp * Mg + m;
+        int32_t* yo = y + (n * G * Mg + o) * P;
+        for (int64_t p = 0; p < P; ++p) yo[p] = WrapAdd(yo[p], LinearTerm(g[o], s[size_t(p)]));
+      }
+    }
+  }
+}
+
+void AddLinearRows(const GemmBatch& batch, const int64_t* g) {
+  for (const GemmProblem& p : batch.problems) {
+    for (int64_t i = 0; i < batch.I; ++i) {
+      int64_t s = 0;
+      for (int64_t k = 0; k < batch.K; ++k) s += p.a.At(i, k);
+      for (int64_t j = 0; j < batch.J; ++j) {
+        int32_t* out = p.y + i * p.ldy_i + j * p.ldy_j;
+        *out = WrapAdd(*out, LinearTerm(g[j], s));
+      }
+    }
+  }
 }
 
 namespace {

@@ -58,6 +58,32 @@ bool GetIntAttribute(const OrtApi& api, const OrtKernelInfo* info, const char* n
 bool GetIntsAttribute(const OrtApi& api, const OrtKernelInfo* info, const char* name, std::vector<int64_t>* value);
 bool GetStringAttribute(const OrtApi& api, const OrtKernelInfo* info, const char* name, std::string* value);
 
+// The `linear` compensation term (modelfile/ops.py, LINEAR_FRACTION_BITS): per output channel
+// o an int64 coefficient g_o, and every output of channel o gets
+//     t = floor((g_o * S + 2^(F-1)) / 2^F),   F = kLinearFractionBits, in int64,
+// added to its int32 accumulator (wrapping), S = sum of the signed activations a = x - zp over
+// the output's receptive field (padding 0; per group for a grouped conv; a row of a MatMul).
+constexpr int kLinearFractionBits = 16;
+// |g_o| bound the kernels accept: g * S stays far inside int64 for any int32-sized S.
+constexpr int64_t kLinearMaxAbs = int64_t(1) << 31;
+
+inline int64_t LinearTerm(int64_t g, int64_t s) {
+  const int64_t v = g * s + (int64_t(1) << (kLinearFractionBits - 1));
+  // floor division by 2^F without relying on >> of negatives (implementation-defined in C++17)
+  return v >= 0 ? v >> kLinearFractionBits : -((-(v + 1)) >> kLinearFractionBits) - 1;
+}
+
+// Checks the optional `linear` input: absent (*g = nullptr) or int64 [M] with |g_o| < 2^31.
+Ort::Status LinearInput(const std::string& op, const InputTensor& linear, int64_t M, const int64_t** g);
+
+// Adds the linear term to a conv output y [N, G * Mg, OH * OW] (im2col geometry `geo` of one
+// group; x [N, G * geo.C, H, W] stored bytes, a = int8(x ^ flip)).
+void AddLinearConv(const uint8_t* x, uint8_t flip, const ConvGeometry& geo, int64_t N, int64_t G, int64_t Mg,
+                   const int64_t* g, int32_t* y);
+
+// Adds the linear term to every problem of a matmul batch: Y[i][j] += t(g_j, sum_k a(i, k)).
+void AddLinearRows(const GemmBatch& batch, const int64_t* g);
+
 // Runs tasks on onnxruntime's intra-op thread pool of this session.
 ParallelFor OrtParallelFor(Ort::KernelContext& ctx);
 
