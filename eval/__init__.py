@@ -7,6 +7,7 @@ Modules: `evaluate` (the two passes of `eval run`), `graph` (MAC layers, MoE rol
 proxies), `macs` (active MACs and expert load from measured rows), `power` (normalised
 power), `latency`, `backends` (ort | tvm); `axes` (the sweep axes, each declared once), `sweep_config`
 (YAML -> cells), `jobs` (model and
-cell jobs in hash-named folders), `executors` (process pool | Ray), `sweep`, `report`,
-`plots`; `cli`, `run_args`, `sweep_args`, `run`.
+cell jobs in hash-named folders, output digests), `locks` (one process per job folder),
+`identity` (the code a result was made by), `executors` (process pool | Ray), `sweep`,
+`report`, `plots`; `cli`, `run_args`, `sweep_args`, `run`.
 """

@@ -9,7 +9,8 @@ from typing import Sequence
 
 USAGE = ("usage: python -m eval run MODEL.onnx [--dataset NAME] [--backend ort|tvm] [--threads N] "
          "[--batch B] [--limit N] [--json OUT]\n"
-         "       python -m eval sweep CONFIG.yaml [--executor local|ray] [--workers N] [--address ADDR]")
+         "       python -m eval sweep CONFIG.yaml [--executor local|ray] [--workers N] [--address ADDR] "
+         "[--rerun-stale]")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,9 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
               file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # the sweep's workers are stopped by then (eval.sweep.execute)
+        terminated = type(exc).__name__ == "Terminated"
+        print("terminated" if terminated else "interrupted", file=sys.stderr)
+        return 143 if terminated else 130
     return 1 if isinstance(result, dict) and result.get("failed") else 0
 
 
@@ -58,8 +60,9 @@ def USER_ERRORS() -> tuple[type[BaseException], ...]:  # noqa: N802 (a constant,
                                          UnknownDatasetError, UnknownMultiplierError, MetadataError]
     try:
         from eval.executors import ExecutorError
+        from eval.locks import LockError
         from eval.sweep_config import SweepConfigError
-        errors += [ExecutorError, SweepConfigError]
+        errors += [ExecutorError, LockError, SweepConfigError]
     except ImportError:
         pass
     return tuple(errors)

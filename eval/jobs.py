@@ -7,16 +7,30 @@
                     runs the pass on the retrained int8 model); eval.json (python -m eval run)
 
 Every folder also holds config.yaml (the job spec its hash is taken over), log.txt (the job's
-stdout and stderr) and, once the job succeeded, result.json, written last and atomically:
-a folder with result.json is done and is never run again; any other is (re)run, and an
-interrupted training continues from its checkpoint. A failed job leaves failed.json.
+stdout and stderr, one "== <kind> job" line per execution), lock (`eval.locks`: held by the
+process working in the folder) and, once the job succeeded, result.json, written last and
+atomically (temp file, then rename, so a retried job is idempotent). result.json records
+
+    identity   the code that produced it (`eval.identity`)
+    outputs    {path in the folder: sha256} of every file the job wrote (logs and specs aside)
+    inputs     {"model": fingerprint of the model job's outputs}   (cells)
+
+A folder whose result.json parses, says "ok" and whose outputs still match is done and is not
+run again (`check`); an unreadable result.json, a missing or changed output, a cell whose model
+job's outputs changed, or (`--rerun-stale`) a result from other code is rerun from an emptied
+folder; a folder without result.json is (re)run in place, so an interrupted training continues
+from its checkpoint. A failed job (a full disk included) leaves failed.json and a one-line error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import os
+import shutil
+import socket
 import sys
 import time
 import traceback
@@ -25,13 +39,18 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
-from eval import axes
+from eval import axes, identity, locks
 
 JOB_VERSION = 1  # bump when a job's recipe changes what it produces
 #: options that change how a job reports, not what it produces: left out of its hash
 UNHASHED = {"train": ("log_every", "eval_batch_size")}
 RESULT = "result.json"
 FAILED = "failed.json"
+LOG = "log.txt"
+CONFIG = "config.yaml"
+#: files of a job folder that are not its outputs (bookkeeping, logs, temp files of writes)
+NOT_OUTPUTS = {RESULT, FAILED, LOG, CONFIG, locks.LOCK}
+NOT_OUTPUT_SUFFIXES = (".tmp", ".jsonl")
 
 
 def model_spec(cell: dict[str, Any], dataset: str, train: dict, export: dict) -> dict[str, Any]:
@@ -61,25 +80,92 @@ def job_hash(spec: dict[str, Any]) -> str:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """Write `data` to `path` atomically (temp file, then rename); no temp file is left on failure."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def output_digests(job_dir: str | Path) -> dict[str, str]:
+    """{path relative to the folder: sha256} of every output file of a job folder."""
+    folder = Path(job_dir)
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_file() and rel not in NOT_OUTPUTS and not path.name.endswith(NOT_OUTPUT_SUFFIXES):
+            out[rel] = identity.file_sha256(path)
+    return out
+
+
+def fingerprint(result: dict[str, Any] | None) -> str | None:
+    """16 hex digits of sha256 over a result's output digests (None: a result without them)."""
+    outputs = (result or {}).get("outputs")
+    if outputs is None:
+        return None
+    return hashlib.sha256(json.dumps(outputs, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check(job_dir: str | Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(result, None) for a finished job whose outputs match result.json; (None, why) for a
+    folder whose result.json cannot be used; (None, None) for one without result.json."""
+    folder = Path(job_dir)
+    try:
+        text = (folder / RESULT).read_text()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"{RESULT} unreadable ({exc.strerror})"
+    try:
+        result = json.loads(text)
+    except json.JSONDecodeError:
+        return None, f"{RESULT} is not valid JSON (truncated or corrupt)"
+    if not isinstance(result, dict) or result.get("status") != "ok":
+        return None, f"{RESULT} is not an ok result"
+    for rel, digest in (result.get("outputs") or {}).items():
+        path = folder / rel
+        if not path.is_file():
+            return None, f"{rel} is missing"
+        if identity.file_sha256(path) != digest:
+            return None, f"{rel} does not match the sha256 in {RESULT}"
+    return result, None
 
 
 def cached(job_dir: str | Path) -> dict[str, Any] | None:
-    path = Path(job_dir) / RESULT
-    if path.is_file():
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            return None
+    """The result of a finished job whose outputs match (`check`), else None."""
+    return check(job_dir)[0]
+
+
+def rejects(result: dict[str, Any], model: dict[str, Any] | None = None,
+            code: dict[str, Any] | None = None) -> str | None:
+    """Why a valid result must not be reused: a cell whose `model` job result is not the one it
+    was made from, or (`code` given: --rerun-stale) a result made by other code; None: reuse it."""
+    if model is not None and (result.get("inputs") or {}).get("model") != fingerprint(model):
+        return "its model job's outputs changed"
+    if code is not None and not identity.same(result.get("identity"), code):
+        return f"made by other code ({identity.label(result.get('identity'))})"
     return None
+
+
+def clear(job_dir: Path) -> None:
+    """Empty a job folder for a fresh run, keeping its lock and its log."""
+    for path in job_dir.iterdir():
+        if path.name in (locks.LOCK, LOG):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 @contextlib.contextmanager
 def output_to(path: Path) -> Iterator[None]:
     """Send this process's stdout and stderr (file descriptors too: native libraries write
-    there) to `path` while the job runs."""
+    there; and sys.stdout/sys.stderr, which need not be those descriptors) to `path` while
+    the job runs."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -87,7 +173,8 @@ def output_to(path: Path) -> Iterator[None]:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
-            yield
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                yield
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -182,28 +269,80 @@ def _run_pass(int8: str, out: Path, spec: dict[str, Any], options: list[str]) ->
 RUNNERS: dict[str, Callable[[dict, Path, int, dict], dict]] = {"model": run_model, "cell": run_cell}
 
 
-def run_job(spec: dict[str, Any], job_dir: str, threads: int, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Run one job in `job_dir` unless it is already done; returns its result, with "status"
-    "ok" or "failed" (and "error")."""
-    done = cached(job_dir)
-    if done is not None:
-        return done
+def _reason(exc: BaseException) -> str:
+    """One line for a failed job."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"disk full (ENOSPC) writing {exc.filename}" if exc.filename else "disk full (ENOSPC)"
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"{type(exc).__name__}: {message}"
+
+
+def run_job(spec: dict[str, Any], job_dir: str, threads: int, inputs: dict[str, Any],
+            code: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one job in `job_dir` unless it is done; returns its result, with "status" "ok" or
+    "failed" (and "error"), or "locked" (and "owner") while another process works there.
+
+    Under the folder's lock: a valid result (`check`) that `rejects` nothing (`code`: the
+    identity --rerun-stale requires; a cell's model: inputs["model"]) is returned as it is;
+    any other result.json is removed with the rest of the folder and the job runs fresh."""
     folder = Path(job_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump(spec, sort_keys=True))
-    (folder / FAILED).unlink(missing_ok=True)
-    start = time.time()
-    import torch
+    lock = locks.try_lock(folder, wait=0.5)
+    if lock is None:
+        return {"status": "locked", "owner": locks.holder(folder)}
+    try:
+        return _run_locked(spec, folder, threads, inputs, code, lock)
+    finally:
+        lock.release()
 
-    torch.set_num_threads(threads)
-    with output_to(folder / "log.txt"):
-        print(f"== {spec['kind']} job {folder.name}, {threads} thread(s), pid {os.getpid()}", flush=True)
+
+def _run_locked(spec: dict[str, Any], folder: Path, threads: int, inputs: dict[str, Any],
+                code: dict[str, Any] | None, lock: locks.JobLock) -> dict[str, Any]:
+    model = inputs.get("model") if spec["kind"] == "cell" else None
+    done, why = check(folder)
+    if done is not None:
+        why = rejects(done, model, code)
+        if why is None:
+            return done
+    if why is not None:
+        clear(folder)
+    start = time.time()
+    notes: dict[str, Any] = {"identity": identity.current()}  # the code this process imported, as it starts
+    try:  # a full disk may refuse any write below, the log's included: the job fails, the sweep goes on
+        (folder / CONFIG).write_text(yaml.safe_dump(spec, sort_keys=True))
+        (folder / FAILED).unlink(missing_ok=True)
+        import torch
+
+        torch.set_num_threads(threads)
+        with output_to(folder / LOG):
+            try:
+                print(f"== {spec['kind']} job {folder.name}, {threads} thread(s), pid {os.getpid()} on "
+                      f"{socket.gethostname()}", flush=True)
+                if lock.previous is not None:
+                    notes["lock_taken_over"] = lock.previous
+                    print(f"taking over the lock of {folder.name} left by {locks.describe(lock.previous)}, "
+                          "which is no longer running", flush=True)
+                if why is not None:
+                    notes["rerun_because"] = why
+                    print(f"rerunning from an emptied folder: {why}", flush=True)
+                result = {"status": "ok", **RUNNERS[spec["kind"]](spec, folder, threads, inputs)}
+            except (Exception, SystemExit) as exc:
+                with contextlib.suppress(OSError):
+                    traceback.print_exc()
+                result = {"status": "failed", "error": _reason(exc)}
+    except OSError as exc:
+        result = {"status": "failed", "error": _reason(exc)}
+    result.update(wall_s=round(time.time() - start, 2), **notes)
+    if model is not None:
+        result["inputs"] = {"model": fingerprint(model)}
+    if result["status"] == "ok":
         try:
-            result = {"status": "ok", **RUNNERS[spec["kind"]](spec, folder, threads, inputs)}
-        except (Exception, SystemExit) as exc:
-            traceback.print_exc()
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            result = {"status": "failed", "error": f"{type(exc).__name__}: {message}"}
-    result["wall_s"] = round(time.time() - start, 2)
-    write_json(folder / (RESULT if result["status"] == "ok" else FAILED), result)
+            result["outputs"] = output_digests(folder)
+            write_json(folder / RESULT, result)
+            return result
+        except OSError as exc:
+            result = {**result, "status": "failed", "error": _reason(exc)}
+            result.pop("outputs", None)
+    with contextlib.suppress(OSError):  # the failure is returned even when it cannot be written
+        write_json(folder / FAILED, result)
     return result

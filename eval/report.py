@@ -8,21 +8,31 @@ sweep as its reference (its measured MACs per image), so dense and MoE rows shar
 
 (weighted: each layer's MACs x P(mult_l) / P(exact), `eval.power`). Without a dense model in
 the sweep, each cell's own graph-inferred dense reference is used (`eval run`'s default).
+
+Every row names the code that produced it (`code`: `eval.identity.label`; results.json has the
+full identity). The report's header gives the identity, or, when the sweep's results (cells and
+models) come from more than one, says so at the top, counts each and adds a code column.
+Two drivers of one sweep write these files one after the other (a lock on OUT/report.lock), each
+file atomically.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import multipliers
+from eval import identity, locks
 
 COLUMNS = ["arch", "topology", "multiplier", "power_mW", "relative_power", "retrained", "top1", "top5",
            "normalised_power", "active_mmacs_per_image", "dense_mmacs_per_image", "p50_ms", "p90_ms",
-           "images_per_s", "fp32_top1", "before_top1", "max_expert_share", "status", "cell"]
+           "images_per_s", "fp32_top1", "before_top1", "max_expert_share", "status", "cell", "code"]
 RUNTIMES = {"ort": "onnxruntime", "tvm": "TVM"}  # backend axis value -> what measured the latency
 
 
@@ -67,6 +77,7 @@ def rows(models, cells, extra: list[str] = ()) -> list[dict[str, Any]]:
             "retrained": bool(cell["retrained"]), **{name: cell[name] for name in extra},
             "status": r.get("status", "not run"), "cell": job.hash,
             "fp32_top1": model.get("fp32_top1"),
+            "code": identity.label(r["identity"]) if r.get("identity") else None, "identity": r.get("identity"),
         }
         if r.get("status") == "ok":
             dense = reference.get(cell["arch"]) or r["dense_macs_per_image"]
@@ -89,6 +100,12 @@ def rows(models, cells, extra: list[str] = ()) -> list[dict[str, Any]]:
     return out
 
 
+def identities(models, cells) -> Counter:
+    """{identity label: number of finished jobs (models and cells) it produced}."""
+    return Counter(identity.label(job.result.get("identity")) for job in [*models.values(), *cells]
+                   if job.result and job.result.get("status") == "ok")
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return ""
@@ -99,34 +116,51 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_csv(path: Path, table: list[dict[str, Any]], extra: list[str] = ()) -> None:
     names = columns(list(extra))
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=names, extrasaction="ignore")
-        writer.writeheader()
-        for row in table:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in names})
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=names, extrasaction="ignore")
+    writer.writeheader()
+    for row in table:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in names})
+    _write(path, text.getvalue())
 
 
-def markdown_table(table: list[dict[str, Any]], extra: list[str] = ()) -> str:
+def markdown_table(table: list[dict[str, Any]], extra: list[str] = (), code: bool = False) -> str:
+    """The results table; `code`: with a column naming each row's code identity."""
     head = ["arch", "topology", "multiplier", "power mW", "retrained", *extra, "top-1", "top-5", "norm. power",
-            "MMAC/img", "p50 ms", "img/s", "max expert share"]
+            "MMAC/img", "p50 ms", "img/s", "max expert share", *(["code"] if code else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table:
         key = [r["arch"], r["topology"], short(r["multiplier"]), _fmt(r["power_mW"], 3), _fmt(r["retrained"]),
                *(_fmt(r[name]) for name in extra)]
         if r["status"] != "ok":
-            lines.append("| " + " | ".join(key) + f" | {r['status']}: {r.get('error', '')} |" + " |" * 6)
+            lines.append("| " + " | ".join(key) + f" | {r['status']}: {r.get('error', '')} |" + " |" * (6 + code))
             continue
         lines.append("| " + " | ".join([
             *key, _fmt(r["top1"]), _fmt(r["top5"]), _fmt(r["normalised_power"], 3),
             _fmt(r["active_mmacs_per_image"], 2), _fmt(r["p50_ms"], 2), _fmt(r["images_per_s"], 0),
-            _fmt(r["max_expert_share"], 3)]) + " |")
+            _fmt(r["max_expert_share"], 3), *([_fmt(r["code"])] if code else [])]) + " |")
     return "\n".join(lines)
 
 
+def code_lines(codes: Counter) -> list[str]:
+    """The report's lines on the code identities of its results (a warning first when mixed)."""
+    if len(codes) <= 1:
+        return [f"Code: {next(iter(codes), 'none finished')}.", ""]
+    counts = "; ".join(f"`{name}` ({n} jobs)" for name, n in codes.most_common())
+    return [f"**Mixed code: these results come from {len(codes)} versions of the code**: {counts}. "
+            "`python -m eval sweep CONFIG --rerun-stale` reruns the jobs not made by the code that runs it.", ""]
+
+
 def write_markdown(path: Path, config, table: list[dict[str, Any]], plots: dict[str, Path],
-                   run_info: dict[str, Any], models) -> None:
+                   run_info: dict[str, Any], models, codes: Counter = Counter()) -> None:
     extra = variants(config)
     ok = [r for r in table if r["status"] == "ok"]
     images = ok[0]["images"] if ok else 0
@@ -158,6 +192,7 @@ def write_markdown(path: Path, config, table: list[dict[str, Any]], plots: dict[
     parts = [
         f"# {config.name}: approximate multipliers on dense and MoE models",
         "",
+        *code_lines(codes),
         f"{len(ok)} of {len(table)} cells evaluated on {images} {config.dataset} test images; "
         f"{swept}. Training: {train}. Sweep executor {run_info['executor']}, {run_info['workers']} workers x "
         f"{run_info['threads']} thread(s); this run {run_info['wall_s']:.0f} s; written "
@@ -172,7 +207,7 @@ def write_markdown(path: Path, config, table: list[dict[str, Any]], plots: dict[
     parts += [
         "## Results",
         "",
-        markdown_table(table, extra),
+        markdown_table(table, extra, code=len(codes) > 1),
         "",
         "Normalised power: sum over MAC layers of active MACs x P(multiplier) / P(exact), over the MACs of the "
         "dense model of the same architecture (DESIGN.md); active MACs follow the routing measured on these "
@@ -184,7 +219,7 @@ def write_markdown(path: Path, config, table: list[dict[str, Any]], plots: dict[
         "Files: `../results.csv`, `../results.json`; each cell's folder (`../jobs/cell-<hash>/`) holds its "
         "config, log, rewritten model and full `eval.json` (per-layer MACs).",
     ]
-    path.write_text("\n".join(parts) + "\n")
+    _write(path, "\n".join(parts) + "\n")
 
 
 def write_report(config, models, cells, run_info: dict[str, Any]) -> dict[str, Any]:
@@ -195,10 +230,12 @@ def write_report(config, models, cells, run_info: dict[str, Any]) -> dict[str, A
     report_dir.mkdir(parents=True, exist_ok=True)
     extra = variants(config)
     table = rows(models, cells, extra)
-    write_csv(out / "results.csv", table, extra)
-    (out / "results.json").write_text(json.dumps(table, indent=2, default=str))
-    plots = draw_all(table, report_dir, title=config.name, variants=extra)
-    write_markdown(report_dir / "report.md", config, table, plots, run_info, models)
+    codes = identities(models, cells)
+    with locks.hold(out / "report.lock"):
+        write_csv(out / "results.csv", table, extra)
+        _write(out / "results.json", json.dumps(table, indent=2, default=str))
+        plots = draw_all(table, report_dir, title=config.name, variants=extra)
+        write_markdown(report_dir / "report.md", config, table, plots, run_info, models, codes)
     failed = sum(1 for r in table if r["status"] != "ok")
     return {"csv": out / "results.csv", "json": out / "results.json", "markdown": report_dir / "report.md",
-            "plots": plots, "rows": table, "failed": failed}
+            "plots": plots, "rows": table, "failed": failed, "identities": codes}

@@ -25,8 +25,8 @@ def create_args_parser() -> argparse.ArgumentParser:
         prog="python -m eval sweep",
         description="Run a study: every cell (arch, topology, multiplier, retrained, backend) of a YAML config is "
                     "trained, exported, rewritten and evaluated through the commands' own code, cached per "
-                    "cell by config hash (an interrupted sweep resumes; a finished one re-renders at once), "
-                    "and summarised in results.csv/json and a report with plots.",
+                    "cell by config hash (an interrupted sweep resumes; a finished one re-renders at once; a "
+                    "corrupt job folder is rerun), and summarised in results.csv/json and a report with plots.",
         epilog="example: python -m eval sweep configs/demo.yaml --workers 2")
     p.add_argument("config", type=Path, metavar="CONFIG.yaml", help="sweep definition (see eval.sweep_config)")
     p.add_argument("--executor", choices=EXECUTORS, default="local",
@@ -43,6 +43,10 @@ def create_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: the config's out)")
     p.add_argument("--dry-run", action="store_true", help="list the jobs and whether they are cached; run nothing")
     p.add_argument("--report-only", action="store_true", help="render the report from cached cells; run nothing")
+    p.add_argument("--rerun-stale", action="store_true",
+                   help="rerun the jobs whose results were made by other code (package version, git commit and "
+                        "uncommitted changes, custom-op library: eval.identity); without it they are reused and "
+                        "the report says the sweep mixes code versions")
     return p
 
 
