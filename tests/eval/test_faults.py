@@ -336,6 +336,9 @@ def test_ray_retries_a_lost_worker_and_a_restarted_driver_reconnects(reference, 
         owner = locks.holder(model)
         assert owner is not None and owner["pid"] != proc.pid
         os.kill(owner["pid"], signal.SIGKILL)
+        # a hang guard, not a time limit: the retry restarts the worker and its training, which
+        # on 2 loaded cores (the rest of make test beside it) took ~2 minutes
+        deadline = time.monotonic() + 600
         while not (model / jobs.RESULT).is_file():  # the retried task finished the model
             assert proc.poll() is None and time.monotonic() < deadline, output(proc)[-2000:]
             time.sleep(0.05)

@@ -39,11 +39,27 @@ def test_qdq_groups_become_onnxruntimes_integer_kernels(topology, int8_model, im
     want = fused_ops(optimized)
     assert fused_ops(fused) == want
     assert want[("", "QLinearConv")] >= 19 and want[(ort_fusions.ORT_DOMAIN, "QGemm")] == 1
-    # a group onnxruntime leaves unfused (hard MoE expert convs whose bias scale is not
-    # s_x s_w) stays a float Conv here too
+    # every conv fuses (the exporter writes every bias at s_x s_w, uncalibrated experts included)
     convs = [collections.Counter(n.op_type for n in g.node)["Conv"] for g in (fused.graph, optimized.graph)]
-    assert convs[0] == convs[1] and (convs[0] > 0) == (topology == "hard")
+    assert convs == [0, 0]
     onnx.checker.check_model(fused)
+    assert np.array_equal(run_ort(fused, images[:8]), run_ort(model, images[:8]))
+
+
+def test_a_group_onnxruntime_leaves_unfused_stays_a_float_conv(int8_model, images):
+    """A bias quantized at a scale other than s_x s_w: onnxruntime keeps that Conv in float,
+    and so does the fused graph TVM imports."""
+    model = onnx.ModelProto()
+    model.CopyFrom(int8_model("resnet20", "dense"))  # the fixture's model is shared
+    producers = {o: n for n in model.graph.node for o in n.output}
+    conv = next(n for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 2)
+    bias_scale = producers[conv.input[2]].input[1]
+    init = next(i for i in model.graph.initializer if i.name == bias_scale)
+    init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init) * np.float32(2), bias_scale))
+    fused = ort_fusions.apply(model)
+    optimized = ort_fusions.optimized_graph(model)
+    convs = [collections.Counter(n.op_type for n in g.node)["Conv"] for g in (fused.graph, optimized.graph)]
+    assert convs == [1, 1]
     assert np.array_equal(run_ort(fused, images[:8]), run_ort(model, images[:8]))
 
 
