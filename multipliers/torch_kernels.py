@@ -223,23 +223,28 @@ def conv_products(a: torch.Tensor, w: torch.Tensor, p: ConvParams, mult: Multipl
     _check_gradient(gradient)
     dtype = exact_dtype(int(np.prod(w.shape[1:])), product_bound(mult))
     a, w = a.to(dtype), w.to(dtype)
-    exact = mult is None or mult.is_exact
-    dec = None if exact else mult.decomposition
-    decomposed = dec is not None and method in ("auto", "decomposed") and dec.exact
-    if gradient == "lut" and not exact:
-        def forward(x, y):
-            if decomposed:
-                return _decomposed(lambda u, v: _conv(u, v, p), x, y, mult, "conv", p.group)
-            return _lut_conv(x, y, p, _lut_tensor(mult, x.device, dtype))
-        return conv_with_table_gradient(forward, a, w, p, gradient_tables(mult, gradient))
-    if exact:
+    if mult is None or mult.is_exact:
         return _conv(a, w, p)
+    decomposed = _decomposes(mult, method)
+
+    def products(x, y):  # the approximate products, forward only
+        if decomposed:
+            return _decomposed(lambda u, v: _conv(u, v, p), x, y, mult, "conv", p.group)
+        return _lut_conv(x, y, p, _lut_tensor(mult, x.device, dtype))
+
+    if gradient == "lut":
+        return conv_with_table_gradient(products, a, w, p, gradient_tables(mult, gradient))
     if decomposed:
-        return _decomposed(lambda x, y: _conv(x, y, p), a, w, mult, "conv", p.group)
-    exact = _conv(a, w, p)
+        return products(a, w)
+    reference = _conv(a, w, p)
     with torch.no_grad():
-        approx = _lut_conv(a, w, p, _lut_tensor(mult, a.device, dtype))
-    return exact + (approx - exact).detach()
+        approx = products(a, w)
+    return reference + (approx - reference).detach()
+
+
+def _decomposes(mult: Multiplier, method: str) -> bool:
+    """Whether the products of an approximate `mult` go through its decomposition."""
+    return method in ("auto", "decomposed") and mult.decomposition.exact
 
 
 def _lut_conv(a, w, p: ConvParams, lut: torch.Tensor) -> torch.Tensor:
@@ -272,25 +277,24 @@ def matmul_products(a: torch.Tensor, w: torch.Tensor, mult: Multiplier | None = 
     _check_gradient(gradient)
     dtype = exact_dtype(int(w.shape[0]), product_bound(mult))
     a, w = a.to(dtype), w.to(dtype)
-    exact = mult is None or mult.is_exact
-    dec = None if exact else mult.decomposition
-    decomposed = dec is not None and method in ("auto", "decomposed") and dec.exact
-    if gradient == "lut" and not exact:
-        def forward(x, y):
-            if decomposed:
-                return _decomposed(torch.matmul, x, y, mult, "matmul")
-            flat = x.reshape(-1, x.shape[-1])
-            return _gather_matmul(flat, y, _lut_tensor(mult, x.device, dtype)).reshape(*x.shape[:-1], y.shape[1])
-        return matmul_with_table_gradient(forward, a, w, gradient_tables(mult, gradient))
-    if exact:
+    if mult is None or mult.is_exact:
         return torch.matmul(a, w)
+    decomposed = _decomposes(mult, method)
+
+    def products(x, y):  # the approximate products, forward only
+        if decomposed:
+            return _decomposed(torch.matmul, x, y, mult, "matmul")
+        flat = x.reshape(-1, x.shape[-1])
+        return _gather_matmul(flat, y, _lut_tensor(mult, x.device, dtype)).reshape(*x.shape[:-1], y.shape[1])
+
+    if gradient == "lut":
+        return matmul_with_table_gradient(products, a, w, gradient_tables(mult, gradient))
     if decomposed:
-        return _decomposed(torch.matmul, a, w, mult, "matmul")
-    exact = torch.matmul(a, w)
+        return products(a, w)
+    reference = torch.matmul(a, w)
     with torch.no_grad():
-        flat = a.reshape(-1, a.shape[-1])
-        approx = _gather_matmul(flat, w, _lut_tensor(mult, a.device, dtype)).reshape(exact.shape)
-    return exact + (approx - exact).detach()
+        approx = products(a, w)
+    return reference + (approx - reference).detach()
 
 
 # ------------------------------------------------------------------ table gradients
